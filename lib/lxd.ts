@@ -1,0 +1,141 @@
+/**
+ * The LXD client: every `lxc` (or `incus`) call the driver makes, except the
+ * run stage's streaming exec (lib/stage_exec.ts), which must stay light.
+ *
+ * Arguments are always passed as an argv array (dax escapes each one), and
+ * positional names and images come after `--`, so no value can become a flag.
+ */
+import { CommandBuilder } from "dax";
+import { formatDuration } from "./duration.ts";
+import { SystemFailure } from "./errors.ts";
+import type { Logger } from "./log.ts";
+
+/** A failed `lxc` call. A system failure unless a stage decides otherwise. */
+export class LxdError extends SystemFailure {
+  readonly stderr: string;
+
+  constructor(readonly args: readonly string[], readonly code: number, stderr: string) {
+    const detail = stderr.trim().replace(/^Error: /, "") || `exit code ${code}`;
+    super(
+      `${args.slice(0, 2).join(" ")} failed: ${detail}` +
+        (isUnreachable(stderr) ? `\n${UNREACHABLE_HINT}` : ""),
+    );
+    this.name = "LxdError";
+    this.stderr = stderr;
+  }
+
+  get notFound(): boolean {
+    return /\bnot found\b/i.test(this.stderr);
+  }
+
+  get unreachable(): boolean {
+    return isUnreachable(this.stderr);
+  }
+}
+
+const UNREACHABLE_HINT =
+  "LXD is not reachable. Check that the daemon runs (`lxc info`), that this user may use its socket " +
+  "(member of the lxd group, or LXD_DIR pointing at the right directory), and the [lxd] settings.";
+
+function isUnreachable(stderr: string): boolean {
+  return /unix\.socket|dial unix|connection refused|not accessible|cannot connect|no such host/i
+    .test(stderr);
+}
+
+export interface LaunchOptions {
+  readonly profiles: readonly string[];
+  readonly storagePool: string;
+  readonly ephemeral: boolean;
+  /** LXD config keys set at creation (the driver's `user.*` labels). */
+  readonly config: Readonly<Record<string, string>>;
+}
+
+export interface InstanceSummary {
+  readonly name: string;
+  readonly status: string;
+  readonly config: Readonly<Record<string, string>>;
+}
+
+export interface ExecOptions {
+  readonly stdin?: string;
+  readonly timeoutMs?: number;
+}
+
+export interface LxdOptions {
+  readonly cli: string;
+  readonly log: Logger;
+  /** The dax command builder to run commands with; tests register a fake `lxc` on it. */
+  readonly builder?: CommandBuilder;
+}
+
+export class Lxd {
+  readonly #cli: string;
+  readonly #log: Logger;
+  readonly #builder: CommandBuilder;
+
+  constructor(options: LxdOptions) {
+    this.#cli = options.cli;
+    this.#log = options.log;
+    this.#builder = options.builder ?? new CommandBuilder();
+  }
+
+  /** Runs `<cli> args...`, returning stdout; throws LxdError on a non-zero exit. */
+  async run(args: readonly string[], options: ExecOptions = {}): Promise<string> {
+    const started = performance.now();
+    let command = this.#builder.command([this.#cli, ...args]).noThrow().stdout("piped")
+      .stderr("piped");
+    command = options.stdin === undefined
+      ? command.stdin("null")
+      : command.stdinText(options.stdin);
+    if (options.timeoutMs !== undefined) command = command.timeout(options.timeoutMs);
+    const result = await command;
+    this.#log.debug(
+      `${this.#cli} ${args.slice(0, 2).join(" ")}: exit ${result.code} in ${
+        formatDuration(performance.now() - started)
+      }`,
+    );
+    if (result.code !== 0) throw new LxdError(args, result.code, result.stderr);
+    return result.stdout;
+  }
+
+  /** Creates and starts `name` from `image`. */
+  async launch(image: string, name: string, options: LaunchOptions): Promise<void> {
+    const args = ["launch"];
+    if (options.profiles.length === 0) args.push("--no-profiles");
+    for (const profile of options.profiles) args.push("--profile", profile);
+    if (options.storagePool) args.push("--storage", options.storagePool);
+    if (options.ephemeral) args.push("--ephemeral");
+    for (const [key, value] of Object.entries(options.config)) {
+      args.push("--config", `${key}=${value}`);
+    }
+    args.push("--", image, name);
+    await this.run(args);
+  }
+
+  /** Force-deletes `name`; returns false when it did not exist. */
+  async delete(name: string): Promise<boolean> {
+    try {
+      await this.run(["delete", "--force", "--", name]);
+      return true;
+    } catch (error) {
+      if (error instanceof LxdError && error.notFound) return false;
+      throw error;
+    }
+  }
+
+  /** Runs argv inside the container and returns its stdout. */
+  exec(name: string, argv: readonly string[], options: ExecOptions = {}): Promise<string> {
+    return this.run(["exec", "--force-noninteractive", "--", name, ...argv], options);
+  }
+
+  /** Every instance with its config (for gc). */
+  async list(): Promise<InstanceSummary[]> {
+    const out = await this.run(["list", "--format", "json"]);
+    const parsed = JSON.parse(out) as {
+      name: string;
+      status: string;
+      config?: Record<string, string>;
+    }[];
+    return parsed.map((i) => ({ name: i.name, status: i.status, config: i.config ?? {} }));
+  }
+}

@@ -1,0 +1,254 @@
+/**
+ * The administrator's settings: a TOML file, validated strictly so that a
+ * typo fails loudly (naming the file, line and key) instead of being ignored.
+ */
+import { parse, TomlError } from "smol-toml";
+import { parseDuration } from "./duration.ts";
+import { SystemFailure } from "./errors.ts";
+
+export const DEFAULT_SETTINGS_PATH = "/etc/lxd-driver/config.toml";
+
+export type Shell = "bash" | "sh" | "pwsh";
+
+export interface Settings {
+  /** The file the settings came from, or undefined for built-in defaults. */
+  readonly source: string | undefined;
+  readonly image: {
+    /** Image used when the job names none. */
+    readonly default: string;
+    /** Glob patterns a job's `image:` must match. */
+    readonly allowed: readonly string[];
+  };
+  readonly instance: {
+    readonly profiles: readonly string[];
+    /** Empty: the pool of the profiles' root disk. */
+    readonly storagePool: string;
+    readonly readyTimeoutMs: number;
+    readonly ephemeral: boolean;
+  };
+  readonly job: {
+    readonly shell: Shell;
+    readonly buildsDir: string;
+    readonly cacheDir: string;
+  };
+  readonly lxd: {
+    readonly cli: "lxc" | "incus";
+  };
+  readonly log: {
+    readonly debug: boolean;
+  };
+}
+
+/** A value parser: returns the typed value or throws a message saying what was expected. */
+type Field<T> = { default: T; parse: (value: unknown) => T };
+
+const string = (fallback: string, check?: (v: string) => string | undefined): Field<string> => ({
+  default: fallback,
+  parse: (value) => {
+    if (typeof value !== "string") throw "expected a string";
+    const problem = check?.(value);
+    if (problem) throw problem;
+    return value;
+  },
+});
+
+const stringList = (fallback: string[]): Field<readonly string[]> => ({
+  default: fallback,
+  parse: (value) => {
+    if (!Array.isArray(value) || !value.every((v) => typeof v === "string")) {
+      throw "expected an array of strings";
+    }
+    return value as string[];
+  },
+});
+
+const boolean = (fallback: boolean): Field<boolean> => ({
+  default: fallback,
+  parse: (value) => {
+    if (typeof value !== "boolean") throw "expected true or false";
+    return value;
+  },
+});
+
+const oneOf = <T extends string>(fallback: T, choices: readonly T[]): Field<T> => ({
+  default: fallback,
+  parse: (value) => {
+    if (typeof value !== "string" || !(choices as readonly string[]).includes(value)) {
+      throw `expected one of ${choices.map((c) => `"${c}"`).join(", ")}`;
+    }
+    return value as T;
+  },
+});
+
+/** A duration string (`"90s"`, `"5m"`) or a whole number of seconds; parsed to milliseconds. */
+const duration = (fallback: string): Field<number> => ({
+  default: parseDuration(fallback)!,
+  parse: (value) => {
+    if (typeof value === "number" && Number.isSafeInteger(value) && value >= 0) {
+      return value * 1000;
+    }
+    const ms = typeof value === "string" ? parseDuration(value) : undefined;
+    if (ms === undefined) throw 'expected a duration such as "90s" or "5m"';
+    return ms;
+  },
+});
+
+const absolutePath = (v: string) => v.startsWith("/") ? undefined : "expected an absolute path";
+const notEmpty = (v: string) => v.trim() ? undefined : "must not be empty";
+
+/** Every section and key the file may hold, with defaults. Documented in README.md. */
+const SCHEMA = {
+  image: {
+    default: string("images:debian/12", notEmpty),
+    allowed: stringList([]),
+  },
+  instance: {
+    profiles: stringList(["default"]),
+    storage_pool: string(""),
+    ready_timeout: duration("120s"),
+    ephemeral: boolean(false),
+  },
+  job: {
+    shell: oneOf<Shell>("bash", ["bash", "sh", "pwsh"]),
+    builds_dir: string("/builds", absolutePath),
+    cache_dir: string("/cache", absolutePath),
+  },
+  lxd: {
+    cli: oneOf<"lxc" | "incus">("lxc", ["lxc", "incus"]),
+  },
+  log: {
+    debug: boolean(false),
+  },
+} as const;
+
+type Schema = typeof SCHEMA;
+type Raw = {
+  [S in keyof Schema]: { [K in keyof Schema[S]]: Schema[S][K] extends Field<infer T> ? T : never };
+};
+
+/** Where the settings file is: `--config`, else `$LXD_DRIVER_CONFIG`, else the default path. */
+export function settingsPath(
+  flag: string | undefined,
+  env: (name: string) => string | undefined,
+): { path: string; explicit: boolean } {
+  const chosen = flag ?? env("LXD_DRIVER_CONFIG");
+  return chosen
+    ? { path: chosen, explicit: true }
+    : { path: DEFAULT_SETTINGS_PATH, explicit: false };
+}
+
+/** Reads and validates the settings file; built-in defaults when the default file does not exist. */
+export async function loadSettings(
+  location: { path: string; explicit: boolean },
+): Promise<Settings> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(location.path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound && !location.explicit) {
+      return parseSettings("", undefined);
+    }
+    throw new SystemFailure(
+      `cannot read settings file ${location.path}: ${(error as Error).message}`,
+    );
+  }
+  return parseSettings(text, location.path);
+}
+
+/** Parses settings from TOML text; `source` names the file in messages. */
+export function parseSettings(text: string, source: string | undefined): Settings {
+  const where = source ?? "settings";
+  let doc: Record<string, unknown>;
+  try {
+    doc = parse(text);
+  } catch (error) {
+    if (error instanceof TomlError) {
+      const reason = error.message.split("\n")[0]!.replace(/^Invalid TOML document: /, "");
+      throw new SystemFailure(`${where}:${error.line}:${error.column}: invalid TOML: ${reason}`);
+    }
+    throw error;
+  }
+
+  const problems: string[] = [];
+  const raw: Record<string, Record<string, unknown>> = {};
+  for (const [sectionName, fields] of Object.entries(SCHEMA)) {
+    const section = doc[sectionName] ?? {};
+    raw[sectionName] = {};
+    if (typeof section !== "object" || Array.isArray(section) || section === null) {
+      problems.push(
+        `${where}:${lineOf(text, undefined, sectionName)}: ${sectionName} must be a table`,
+      );
+      continue;
+    }
+    for (const [key, field] of Object.entries(fields) as [string, Field<unknown>][]) {
+      const value = (section as Record<string, unknown>)[key];
+      if (value === undefined) {
+        raw[sectionName]![key] = field.default;
+        continue;
+      }
+      try {
+        raw[sectionName]![key] = field.parse(value);
+      } catch (message) {
+        problems.push(
+          `${where}:${lineOf(text, sectionName, key)}: [${sectionName}] ${key}: ${message}`,
+        );
+      }
+    }
+    for (const key of Object.keys(section)) {
+      if (!(key in fields)) {
+        problems.push(
+          `${where}:${lineOf(text, sectionName, key)}: unknown key [${sectionName}] ${key}`,
+        );
+      }
+    }
+  }
+  for (const sectionName of Object.keys(doc)) {
+    if (!(sectionName in SCHEMA)) {
+      problems.push(
+        `${where}:${lineOf(text, undefined, sectionName)}: unknown section [${sectionName}]`,
+      );
+    }
+  }
+  if (problems.length > 0) throw new SystemFailure(`invalid settings:\n  ${problems.join("\n  ")}`);
+
+  const s = raw as Raw;
+  return {
+    source,
+    image: { default: s.image.default, allowed: s.image.allowed },
+    instance: {
+      profiles: s.instance.profiles,
+      storagePool: s.instance.storage_pool,
+      readyTimeoutMs: s.instance.ready_timeout,
+      ephemeral: s.instance.ephemeral,
+    },
+    job: { shell: s.job.shell, buildsDir: s.job.builds_dir, cacheDir: s.job.cache_dir },
+    lxd: { cli: s.lxd.cli },
+    log: { debug: s.log.debug },
+  };
+}
+
+/**
+ * The 1-based line where `key` is set inside `[section]` (or where the
+ * section starts), for messages. TOML values carry no positions, so this
+ * scans the text; "?" when not found (e.g. dotted keys).
+ */
+function lineOf(text: string, section: string | undefined, key: string): number | "?" {
+  const lines = text.split("\n");
+  let current: string | undefined;
+  for (const [index, line] of lines.entries()) {
+    const header = line.match(/^\s*\[\s*([^\]\s]+)\s*\]/);
+    if (header) {
+      current = header[1];
+      if (section === undefined && current === key) return index + 1;
+      continue;
+    }
+    if (current === section && new RegExp(`^\\s*"?${escapeRegExp(key)}"?\\s*=`).test(line)) {
+      return index + 1;
+    }
+  }
+  return "?";
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}

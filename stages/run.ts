@@ -1,0 +1,29 @@
+/**
+ * run: executes one stage's script in the job's container. Every stage name
+ * is run the same way; new ones appear between runner versions.
+ */
+import type { Context } from "../lib/context.ts";
+import { BuildFailure } from "../lib/errors.ts";
+import { containerName, readJobIdentity } from "../lib/job.ts";
+import { shellCommand } from "../lib/shell.ts";
+import { execStage } from "../lib/stage_exec.ts";
+
+export async function run(ctx: Context, scriptPath: string, stageName: string): Promise<void> {
+  const container = await containerName(await readJobIdentity(ctx.env));
+  ctx.log.debug(`stage ${stageName} in container ${container}`);
+  const outcome = await execStage({
+    cli: ctx.settings.lxd.cli,
+    container,
+    shell: shellCommand(ctx.settings.job.shell),
+    scriptPath,
+    log: ctx.log,
+  });
+  if (outcome.exitCode !== 0) {
+    throw new BuildFailure(
+      outcome.cancelled
+        ? `stage ${stageName} was cancelled (exit code ${outcome.exitCode})`
+        : `stage ${stageName} failed with exit code ${outcome.exitCode}`,
+      outcome.exitCode,
+    );
+  }
+}

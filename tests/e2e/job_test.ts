@@ -1,0 +1,155 @@
+/** End-to-end: whole jobs through every stage, against real LXD. */
+import assert from "node:assert/strict";
+import { Job, runnerScript } from "../runner.ts";
+import { BUSYBOX, exists, expectedName, instanceConfig, lxc, lxdAvailable, settingsFile, uniqueJobId } from "../lxd.ts";
+
+const ignore = !(await lxdAvailable());
+const settings = await settingsFile();
+
+/** A git bundle of a fresh one-commit repository, base64-encoded, for getting sources without network. */
+async function sourceBundle(): Promise<string> {
+  const repo = await Deno.makeTempDir({ prefix: "lxd-driver-repo-" });
+  const git = async (...args: string[]) => {
+    const out = await new Deno.Command("git", {
+      args: ["-C", repo, "-c", "user.name=t", "-c", "user.email=t@example.invalid", ...args],
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  };
+  await git("init", "-q", "-b", "main");
+  await Deno.writeTextFile(`${repo}/hello.txt`, "hello from the repository\n");
+  await git("add", "hello.txt");
+  await git("commit", "-q", "-m", "first");
+  await git("bundle", "create", "-q", `${repo}/src.bundle`, "main");
+  const bytes = await Deno.readFile(`${repo}/src.bundle`);
+  await Deno.remove(repo, { recursive: true });
+  return btoa(String.fromCharCode(...bytes));
+}
+
+Deno.test({
+  name: "a whole job runs config, prepare, every run stage and cleanup in a fresh container",
+  ignore,
+  async fn() {
+    const jobId = uniqueJobId();
+    const job = await Job.create({
+      jobId,
+      projectId: 7,
+      env: { LXD_DRIVER_CONFIG: settings },
+      variables: { CI_RUNNER_ID: "1", MY_SECRET: "s3cr3t-value-never-logged" },
+    });
+    const name = expectedName(jobId, 7);
+    const vars = {
+      CI_PROJECT_DIR: "/builds/group/project",
+      MY_SECRET: "s3cr3t-value-never-logged",
+    };
+
+    const config = await job.config();
+    assert.equal(config.code, 0, config.stderr);
+    const answer = JSON.parse(config.stdout);
+    assert.equal(answer.builds_dir, "/builds");
+    assert.equal(answer.cache_dir, "/cache");
+    assert.equal(answer.builds_dir_is_shared, false);
+    assert.equal(answer.hostname, name);
+    assert.equal(answer.driver.name, "lxd-driver");
+
+    const prepare = await job.prepare();
+    assert.equal(prepare.code, 0, prepare.stderr);
+    assert.match(prepare.stderr, new RegExp(`Launching container ${name}`));
+    const labels = await instanceConfig(name);
+    assert.equal(labels["user.lxd-driver.managed"], "true");
+    assert.equal(labels["user.lxd-driver.job-id"], String(jobId));
+    assert.equal(labels["user.lxd-driver.runner-id"], "1");
+    assert.ok(!Number.isNaN(Date.parse(labels["user.lxd-driver.created"]!)));
+
+    const bundle = await sourceBundle();
+    const stages: [string, string][] = [
+      ["prepare_script", `echo "Running on $(hostname)"; systemctl is-system-running || true`],
+      [
+        "get_sources",
+        `base64 -d > /tmp/src.bundle <<'EOF'\n${bundle}\nEOF\n` +
+        `git clone -q -b main /tmp/src.bundle "$CI_PROJECT_DIR" && rm /tmp/src.bundle && cd "$CI_PROJECT_DIR" && git log --oneline`,
+      ],
+      ["step_script", `cd "$CI_PROJECT_DIR"; cat hello.txt; test -n "$MY_SECRET"; echo built > artifact.txt`],
+      ["after_script", `cat "$CI_PROJECT_DIR/artifact.txt"`],
+      ["a_stage_name_from_the_future", `echo any stage name works`],
+      ["cleanup_file_variables", `true`],
+    ];
+    for (const [stage, body] of stages) {
+      const result = await job.run(runnerScript(body, vars), stage);
+      assert.equal(result.code, 0, `${stage}: ${result.stdout}${result.stderr}`);
+      assert.equal(result.exitCodeFile, undefined, `${stage} left an exit-code file`);
+      if (stage === "prepare_script") assert.match(result.stdout, new RegExp(`Running on ${name}`));
+      if (stage === "get_sources") assert.match(result.stdout, /first/);
+      if (stage === "step_script") assert.match(result.stdout, /hello from the repository/);
+      if (stage === "after_script") assert.match(result.stdout, /built/);
+    }
+
+    // The script, which holds the job token, never lands on the container's disk.
+    const found = await lxc("exec", name, "--", "sh", "-c", "grep -rl 'trap exit 1 TERM' /tmp /var/tmp /root /builds /cache /run /home 2>/dev/null; true");
+    assert.equal(found.stdout.trim(), "");
+
+    const cleanup = await job.cleanup();
+    assert.equal(cleanup.code, 0, cleanup.stderr);
+    assert.equal(await exists(name), false);
+
+    // Nothing the driver printed in any stage contains a variable's value.
+    for (const result of [config, prepare, cleanup]) {
+      assert.ok(!(result.stdout + result.stderr).includes("s3cr3t"));
+    }
+    await job.remove();
+  },
+});
+
+Deno.test({
+  name: "a failing script exits with BUILD_FAILURE_EXIT_CODE and writes its exact code; success clears it",
+  ignore,
+  async fn() {
+    const job = await Job.create({
+      jobId: uniqueJobId(),
+      env: { LXD_DRIVER_CONFIG: settings },
+      buildFailureExitCode: 42,
+      systemFailureExitCode: 43,
+    });
+    try {
+      assert.equal((await job.prepare()).code, 0);
+      const failed = await job.run(runnerScript("echo before; exit 7"), "step_script");
+      assert.equal(failed.code, 42);
+      assert.equal(failed.exitCodeFile, "7\n");
+      assert.match(failed.stdout, /before/);
+
+      const killed = await job.run(runnerScript("kill -KILL $$"), "step_script");
+      assert.equal(killed.code, 42);
+      assert.equal(killed.exitCodeFile, "137\n", "a signal is reported as 128+N");
+
+      const ok = await job.run(runnerScript("echo fine"), "after_script");
+      assert.equal(ok.code, 0);
+      assert.equal(ok.exitCodeFile, undefined, "success removes a stale exit code");
+    } finally {
+      await job.cleanup();
+      await job.remove();
+    }
+  },
+});
+
+Deno.test({
+  name: "jobs on a systemd-less image run with sh",
+  ignore,
+  async fn() {
+    const config = await settingsFile(`\n[job]\nshell = "sh"\n`);
+    const job = await Job.create({
+      jobId: uniqueJobId(),
+      env: { LXD_DRIVER_CONFIG: config },
+      variables: { CI_JOB_IMAGE: BUSYBOX },
+    });
+    try {
+      const prepare = await job.prepare();
+      assert.equal(prepare.code, 0, prepare.stderr);
+      assert.match(prepare.stderr, /lxd-driver-test\/busybox/);
+      const run = await job.run("set -e\necho from busybox; ls -d /builds /cache\n", "step_script");
+      assert.equal(run.code, 0, run.stderr);
+      assert.match(run.stdout, /from busybox/);
+    } finally {
+      await job.cleanup();
+      await job.remove();
+    }
+  },
+});

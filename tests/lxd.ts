@@ -1,0 +1,87 @@
+/**
+ * Real-LXD fixtures for the end-to-end tests. The setup (scripts/setup-lxd.sh,
+ * run by `make test`) starts LXD and imports the test images; with CI=true
+ * a missing LXD fails the suite instead of skipping it.
+ */
+
+export const BOOKWORM = "lxd-driver-test/bookworm";
+export const BUSYBOX = "lxd-driver-test/busybox";
+
+const decoder = new TextDecoder();
+
+export interface LxcResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs the real `lxc` for a test's own checks. */
+export async function lxc(...args: string[]): Promise<LxcResult> {
+  const out = await new Deno.Command("lxc", { args, stdin: "null" }).output();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
+
+let available: Promise<boolean> | undefined;
+
+/** Whether LXD and the test images are there. In CI their absence is an error. */
+export function lxdAvailable(): Promise<boolean> {
+  available ??= (async () => {
+    let problem: string | undefined;
+    try {
+      const images = await lxc("image", "list", "--format", "csv", "--columns", "l");
+      if (images.code !== 0) problem = `lxc image list failed: ${images.stderr.trim()}`;
+      else if (!images.stdout.includes(BOOKWORM) || !images.stdout.includes(BUSYBOX)) {
+        problem = `test images ${BOOKWORM} and ${BUSYBOX} are missing (run scripts/setup-lxd.sh)`;
+      }
+    } catch (error) {
+      problem = `lxc cannot be run: ${(error as Error).message}`;
+    }
+    if (problem === undefined) return true;
+    if (Deno.env.get("CI") === "true") throw new Error(`end-to-end tests need LXD: ${problem}`);
+    console.warn(`skipping end-to-end tests: ${problem}`);
+    return false;
+  })();
+  return available;
+}
+
+/** Whether the named container exists. */
+export async function exists(name: string): Promise<boolean> {
+  const result = await lxc("query", `/1.0/instances/${name}`);
+  return result.code === 0;
+}
+
+/** The container's config keys. */
+export async function instanceConfig(name: string): Promise<Record<string, string>> {
+  const result = await lxc("query", `/1.0/instances/${name}`);
+  if (result.code !== 0) throw new Error(`no instance ${name}: ${result.stderr}`);
+  return (JSON.parse(result.stdout) as { config: Record<string, string> }).config;
+}
+
+let nextJob = 0;
+
+/** A job id no other test (or earlier run) uses. */
+export function uniqueJobId(): number {
+  return (Date.now() % 10_000_000) * 100 + (nextJob++ % 100);
+}
+
+/** Writes a settings file for the tests and returns its path. */
+export async function settingsFile(extra = ""): Promise<string> {
+  const path = await Deno.makeTempFile({ prefix: "lxd-driver-settings-", suffix: ".toml" });
+  await Deno.writeTextFile(
+    path,
+    `[image]
+default = "${BOOKWORM}"
+allowed = ["lxd-driver-test/*"]
+
+[instance]
+ready_timeout = "60s"
+${extra}
+`,
+  );
+  return path;
+}
+
+/** The container name the driver derives for a job with default runner and slot ids. */
+export function expectedName(jobId: number, projectId = 1): string {
+  return `runner-1-project-${projectId}-concurrent-0-job-${jobId}`;
+}

@@ -25,7 +25,7 @@ export class LxdError extends SystemFailure {
   }
 
   get notFound(): boolean {
-    return /\bnot found\b/i.test(this.stderr);
+    return /\binstance not found\b/i.test(this.stderr);
   }
 
   get unreachable(): boolean {
@@ -38,7 +38,7 @@ const UNREACHABLE_HINT =
   "(member of the lxd group, or LXD_DIR pointing at the right directory), and the [lxd] settings.";
 
 function isUnreachable(stderr: string): boolean {
-  return /unix\.socket|dial unix|connection refused|not accessible|cannot connect|no such host/i
+  return /unix\.socket|dial unix|connection refused|not accessible|cannot connect/i
     .test(stderr);
 }
 

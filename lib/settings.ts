@@ -3,7 +3,7 @@
  * typo fails loudly (naming the file, line and key) instead of being ignored.
  */
 import { parse, TomlError } from "smol-toml";
-import { parseDuration } from "./duration.ts";
+import { formatDuration, parseDuration } from "./duration.ts";
 import { SystemFailure } from "./errors.ts";
 
 export const DEFAULT_SETTINGS_PATH = "/etc/lxd-driver/config.toml";
@@ -81,14 +81,18 @@ const oneOf = <T extends string>(fallback: T, choices: readonly T[]): Field<T> =
 });
 
 /** A duration string (`"90s"`, `"5m"`) or a whole number of seconds; parsed to milliseconds. */
-const duration = (fallback: string): Field<number> => ({
+const duration = (fallback: string, bounds: { min: number; max: number }): Field<number> => ({
   default: parseDuration(fallback)!,
   parse: (value) => {
-    if (typeof value === "number" && Number.isSafeInteger(value) && value >= 0) {
-      return value * 1000;
-    }
-    const ms = typeof value === "string" ? parseDuration(value) : undefined;
+    const ms = typeof value === "number" && Number.isSafeInteger(value)
+      ? value * 1000
+      : typeof value === "string"
+      ? parseDuration(value)
+      : undefined;
     if (ms === undefined) throw 'expected a duration such as "90s" or "5m"';
+    if (ms < bounds.min || ms > bounds.max) {
+      throw `must be between ${formatDuration(bounds.min)} and ${formatDuration(bounds.max)}`;
+    }
     return ms;
   },
 });
@@ -105,7 +109,7 @@ const SCHEMA = {
   instance: {
     profiles: stringList(["default"]),
     storage_pool: string(""),
-    ready_timeout: duration("120s"),
+    ready_timeout: duration("120s", { min: 100, max: 86_400_000 }),
     ephemeral: boolean(false),
   },
   job: {
@@ -131,6 +135,7 @@ export function settingsPath(
   flag: string | undefined,
   env: (name: string) => string | undefined,
 ): { path: string; explicit: boolean } {
+  if (flag === "") throw new SystemFailure("--config needs a file path");
   const chosen = flag ?? env("LXD_DRIVER_CONFIG");
   return chosen
     ? { path: chosen, explicit: true }

@@ -27,10 +27,10 @@ if command -v setsid >/dev/null 2>&1; then setsid "$@" <&3 3<&- & else "$@" <&3 
 pid=$!
 exec 3<&-
 echo "$pid" >"$d/$id.pid"
-trap 'kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null' TERM INT HUP
+trap 'kill -TERM "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null' TERM INT HUP
 wait "$pid"; rc=$?
 while kill -0 "$pid" 2>/dev/null; do wait "$pid"; rc=$?; done
-kill -KILL -- "-$pid" 2>/dev/null
+kill -KILL "-$pid" 2>/dev/null
 echo "$rc" >"$d/$id.rc"
 rm -f "$d/$id.pid"
 exit "$rc"`;
@@ -39,10 +39,10 @@ exit "$rc"`;
 const STOPPER = `f=${STATE_DIR}/$1.pid
 [ -r "$f" ] || exit 0
 pid=$(cat "$f")
-kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || exit 0
+kill -TERM "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || exit 0
 i=0
-while kill -0 -- "-$pid" 2>/dev/null && [ "$i" -lt "$2" ]; do sleep 0.1 2>/dev/null || sleep 1; i=$((i+1)); done
-kill -KILL -- "-$pid" 2>/dev/null
+while kill -0 "-$pid" 2>/dev/null && [ "$i" -lt "$2" ]; do sleep 0.1 2>/dev/null || sleep 1; i=$((i+1)); done
+kill -KILL "-$pid" 2>/dev/null
 exit 0`;
 
 /** Reads (and removes) the stage's recorded exit status; empty when the shell never finished. */

@@ -21,7 +21,7 @@ export async function gc(
     const created = createdAt(instance.config);
     if (created === undefined || now.getTime() - created.getTime() < olderThanMs) continue;
     try {
-      await lxd.delete(instance.name);
+      if (!(await lxd.delete(instance.name))) continue; // deleted meanwhile, e.g. by its cleanup
       await ctx.write(`deleted ${instance.name} (created ${created.toISOString()})\n`);
     } catch (error) {
       failures++;

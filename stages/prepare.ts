@@ -47,7 +47,8 @@ export async function prepare(ctx: Context, lxd: Lxd): Promise<void> {
     await deleteQuietly(ctx, lxd, name);
     // A missing image the job asked for is the job's problem; a missing default image is the runner's.
     if (
-      error instanceof LxdError && /image not found/i.test(error.stderr) &&
+      error instanceof LxdError &&
+      /image not found|requested image couldn.t be found/i.test(error.stderr) &&
       image !== settings.image.default
     ) {
       throw new BuildFailure(`image ${JSON.stringify(image)} does not exist on this runner's LXD`);

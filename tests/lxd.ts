@@ -38,6 +38,7 @@ export function lxdAvailable(): Promise<boolean> {
     }
     if (problem === undefined) return true;
     if (Deno.env.get("CI") === "true") throw new Error(`end-to-end tests need LXD: ${problem}`);
+    // deno-lint-ignore no-console -- the only way a local run learns why these tests were skipped
     console.warn(`skipping end-to-end tests: ${problem}`);
     return false;
   })();

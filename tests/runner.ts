@@ -65,8 +65,17 @@ export class Job {
     const payload = {
       id: options.jobId,
       token: "job-token-secret",
-      job_info: { name: "test", stage: "test", project_id: options.projectId ?? 1, project_name: "demo" },
-      variables: Object.entries(options.variables ?? {}).map(([key, value]) => ({ key, value, public: false })),
+      job_info: {
+        name: "test",
+        stage: "test",
+        project_id: options.projectId ?? 1,
+        project_name: "demo",
+      },
+      variables: Object.entries(options.variables ?? {}).map(([key, value]) => ({
+        key,
+        value,
+        public: false,
+      })),
     };
     await Deno.writeTextFile(`${dir}/response.json`, JSON.stringify(payload), { mode: 0o600 });
     return new Job(dir, options);
@@ -119,7 +128,10 @@ export class Job {
     let killTimer: ReturnType<typeof setTimeout> | undefined;
     options.cancelWhen?.then(() => {
       signalGroup(child.pid, "SIGTERM");
-      killTimer = setTimeout(() => signalGroup(child.pid, "SIGKILL"), options.killAfterMs ?? 10_000);
+      killTimer = setTimeout(
+        () => signalGroup(child.pid, "SIGKILL"),
+        options.killAfterMs ?? 10_000,
+      );
     });
     const [stdout, stderr, status] = await Promise.all([
       collect(child.stdout, options.onStdout),

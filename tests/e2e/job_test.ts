@@ -1,7 +1,16 @@
 /** End-to-end: whole jobs through every stage, against real LXD. */
 import assert from "node:assert/strict";
 import { Job, runnerScript } from "../runner.ts";
-import { BUSYBOX, exists, expectedName, instanceConfig, lxc, lxdAvailable, settingsFile, uniqueJobId } from "../lxd.ts";
+import {
+  BUSYBOX,
+  exists,
+  expectedName,
+  instanceConfig,
+  lxc,
+  lxdAvailable,
+  settingsFile,
+  uniqueJobId,
+} from "../lxd.ts";
 
 const ignore = !(await lxdAvailable());
 const settings = await settingsFile();
@@ -68,7 +77,10 @@ Deno.test({
         `base64 -d > /tmp/src.bundle <<'EOF'\n${bundle}\nEOF\n` +
         `git clone -q -b main /tmp/src.bundle "$CI_PROJECT_DIR" && rm /tmp/src.bundle && cd "$CI_PROJECT_DIR" && git log --oneline`,
       ],
-      ["step_script", `cd "$CI_PROJECT_DIR"; cat hello.txt; test -n "$MY_SECRET"; echo built > artifact.txt`],
+      [
+        "step_script",
+        `cd "$CI_PROJECT_DIR"; cat hello.txt; test -n "$MY_SECRET"; echo built > artifact.txt`,
+      ],
       ["after_script", `cat "$CI_PROJECT_DIR/artifact.txt"`],
       ["a_stage_name_from_the_future", `echo any stage name works`],
       ["cleanup_file_variables", `true`],
@@ -84,7 +96,14 @@ Deno.test({
     }
 
     // The script, which holds the job token, never lands on the container's disk.
-    const found = await lxc("exec", name, "--", "sh", "-c", "grep -rl 'trap exit 1 TERM' /tmp /var/tmp /root /builds /cache /run /home 2>/dev/null; true");
+    const found = await lxc(
+      "exec",
+      name,
+      "--",
+      "sh",
+      "-c",
+      "grep -rl 'trap exit 1 TERM' /tmp /var/tmp /root /builds /cache /run /home 2>/dev/null; true",
+    );
     assert.equal(found.stdout.trim(), "");
 
     const cleanup = await job.cleanup();
@@ -100,7 +119,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a failing script exits with BUILD_FAILURE_EXIT_CODE and writes its exact code; success clears it",
+  name:
+    "a failing script exits with BUILD_FAILURE_EXIT_CODE and writes its exact code; success clears it",
   ignore,
   async fn() {
     const job = await Job.create({

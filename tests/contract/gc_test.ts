@@ -1,0 +1,139 @@
+import assert from "node:assert/strict";
+import { SystemFailure } from "../../lib/errors.ts";
+import { LxdError } from "../../lib/lxd.ts";
+import { gc } from "../../stages/gc.ts";
+import { harness, INSTANCE_NOT_FOUND, LXD_DOWN, OK, type Reply, SECRET } from "./fake_lxc.ts";
+
+const NOW = new Date("2024-06-01T12:00:00.000Z");
+const HOUR = 3_600_000;
+const LIST = ["list", "--format", "json"];
+
+function ago(ms: number): string {
+  return new Date(NOW.getTime() - ms).toISOString();
+}
+
+function managed(name: string, created: string | undefined): Record<string, unknown> {
+  const config: Record<string, string> = {
+    "user.lxd-driver.managed": "true",
+    "user.lxd-driver.job-id": "1",
+    "image.os": "Debian",
+  };
+  if (created !== undefined) config["user.lxd-driver.created"] = created;
+  return { name, status: "Running", config };
+}
+
+function listing(instances: readonly Record<string, unknown>[]): Reply {
+  return { code: 0, stdout: JSON.stringify(instances) + "\n" };
+}
+
+const INSTANCES = [
+  managed("old-a", ago(2 * HOUR)),
+  managed("young", ago(30 * 60_000)),
+  { name: "unmanaged-old", status: "Running", config: { "image.os": "Debian" } },
+  {
+    name: "managed-false",
+    status: "Stopped",
+    config: { "user.lxd-driver.managed": "false", "user.lxd-driver.created": ago(9 * HOUR) },
+  },
+  { name: "no-config", status: "Stopped" },
+  managed("no-created", undefined),
+  managed("bad-created", "last tuesday"),
+  managed("future", new Date(NOW.getTime() + HOUR).toISOString()),
+  managed("exactly-1h", ago(HOUR)),
+  managed("old-b", ago(48 * HOUR)),
+];
+
+Deno.test("gc() lists, then deletes only managed instances older than the threshold", async () => {
+  const h = harness({ script: [listing(INSTANCES), OK, OK, OK] });
+  await gc(h.ctx, h.lxd, HOUR, NOW);
+  assert.deepEqual(h.lxc.calls, [
+    LIST,
+    ["delete", "--force", "--", "old-a"],
+    ["delete", "--force", "--", "exactly-1h"],
+    ["delete", "--force", "--", "old-b"],
+  ]);
+  assert.deepEqual(h.written, [
+    `deleted old-a (created ${ago(2 * HOUR)})\n`,
+    `deleted exactly-1h (created ${ago(HOUR)})\n`,
+    `deleted old-b (created ${ago(48 * HOUR)})\n`,
+  ]);
+  assert.deepEqual(h.lines, []);
+});
+
+Deno.test("gc() with a zero age deletes every managed instance that has a created label", async () => {
+  const h = harness({ script: [listing(INSTANCES), OK, OK, OK, OK, OK] });
+  await gc(h.ctx, h.lxd, 0, NOW);
+  assert.deepEqual(h.lxc.calls.slice(1).map((argv) => argv.at(-1)), [
+    "old-a",
+    "young",
+    "exactly-1h",
+    "old-b",
+  ]);
+});
+
+Deno.test("gc() never deletes an unmanaged or young instance", async () => {
+  const h = harness({
+    script: [
+      listing([
+        { name: "pet", status: "Running", config: { "user.lxd-driver.created": ago(99 * HOUR) } },
+        managed("young", ago(59 * 60_000)),
+      ]),
+    ],
+  });
+  await gc(h.ctx, h.lxd, HOUR, NOW);
+  assert.deepEqual(h.lxc.calls, [LIST]);
+  assert.deepEqual(h.written, []);
+});
+
+Deno.test("gc() with no instances does nothing", async () => {
+  const h = harness({ script: [listing([])] });
+  await gc(h.ctx, h.lxd, 0, NOW);
+  assert.deepEqual(h.lxc.calls, [LIST]);
+  assert.deepEqual(h.written, []);
+});
+
+Deno.test("gc() goes on after a failed delete, then fails counting the failures", async () => {
+  const h = harness({
+    script: [
+      listing([managed("a", ago(2 * HOUR)), managed("b", ago(2 * HOUR))]),
+      { code: 1, stderr: "Error: Failed deleting instance: busy\n" },
+      OK,
+    ],
+  });
+  await assert.rejects(gc(h.ctx, h.lxd, HOUR, NOW), (error: unknown) => {
+    assert.ok(error instanceof SystemFailure);
+    assert.match(error.message, /could not delete 1 container\(s\)/);
+    return true;
+  });
+  assert.deepEqual(h.lxc.calls.length, 3);
+  assert.deepEqual(h.written, [`deleted b (created ${ago(2 * HOUR)})\n`]);
+  assert.equal(h.lines.length, 1);
+  assert.match(h.lines[0]!, /^ERROR: could not delete a: delete --force failed: .*busy/);
+});
+
+Deno.test("gc() fails when LXD cannot list instances", async () => {
+  const h = harness({ script: [LXD_DOWN] });
+  await assert.rejects(gc(h.ctx, h.lxd, HOUR, NOW), (error: unknown) => {
+    assert.ok(error instanceof LxdError);
+    assert.equal(error.unreachable, true);
+    return true;
+  });
+  assert.deepEqual(h.lxc.calls, [LIST]);
+});
+
+Deno.test("gc() does not fail when an instance vanished before its delete", async () => {
+  const h = harness({ script: [listing([managed("gone", ago(2 * HOUR))]), INSTANCE_NOT_FOUND] });
+  await gc(h.ctx, h.lxd, HOUR, NOW);
+  assert.deepEqual(h.lxc.calls, [LIST, ["delete", "--force", "--", "gone"]]);
+});
+
+Deno.test("gc() never logs or prints a job variable's value, even with debug on", async () => {
+  const h = harness({
+    env: { CUSTOM_ENV_SECRET: SECRET },
+    debug: true,
+    script: [listing(INSTANCES), OK, { code: 1, stderr: "Error: x\n" }, OK],
+  });
+  await gc(h.ctx, h.lxd, HOUR, NOW).catch(() => {});
+  assert.ok(h.lines.some((line) => line.startsWith("[lxd-driver debug] ")));
+  for (const line of [...h.lines, ...h.written]) assert.ok(!line.includes(SECRET), line);
+});

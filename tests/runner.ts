@@ -42,6 +42,8 @@ export interface JobOptions {
 export interface RunOptions {
   /** Called with each chunk of the driver's stdout as it arrives (instead of collecting it). */
   readonly onStdout?: (chunk: Uint8Array) => void;
+  /** Likewise for stderr. */
+  readonly onStderr?: (chunk: Uint8Array) => void;
   /** Resolves when the runner should cancel (SIGTERM, then SIGKILL after `killAfterMs`). */
   readonly cancelWhen?: Promise<unknown>;
   readonly killAfterMs?: number;
@@ -135,7 +137,7 @@ export class Job {
     });
     const [stdout, stderr, status] = await Promise.all([
       collect(child.stdout, options.onStdout),
-      collect(child.stderr),
+      collect(child.stderr, options.onStderr),
       child.status,
     ]);
     clearTimeout(killTimer);
@@ -149,16 +151,16 @@ export class Job {
     return { code: status.code, stdout, stderr, exitCodeFile, durationMs };
   }
 
-  config(): Promise<StageResult> {
-    return this.exec(["config"]);
+  config(options: RunOptions = {}): Promise<StageResult> {
+    return this.exec(["config"], options);
   }
 
-  prepare(): Promise<StageResult> {
-    return this.exec(["prepare"]);
+  prepare(options: RunOptions = {}): Promise<StageResult> {
+    return this.exec(["prepare"], options);
   }
 
-  cleanup(): Promise<StageResult> {
-    return this.exec(["cleanup"]);
+  cleanup(options: RunOptions = {}): Promise<StageResult> {
+    return this.exec(["cleanup"], options);
   }
 
   /** Writes `script` to a fresh `script<n>/script` (mode 0700) and runs it as `stage`. */

@@ -1,5 +1,6 @@
 /** End-to-end: whole jobs through every stage, against real LXD. */
 import assert from "node:assert/strict";
+import { getSourcesBody, sourceBundle } from "../git_fixture.ts";
 import { Job, runnerScript } from "../runner.ts";
 import {
   BUSYBOX,
@@ -14,25 +15,6 @@ import {
 
 const ignore = !(await lxdAvailable());
 const settings = await settingsFile();
-
-/** A git bundle of a fresh one-commit repository, base64-encoded, for getting sources without network. */
-async function sourceBundle(): Promise<string> {
-  const repo = await Deno.makeTempDir({ prefix: "lxd-driver-repo-" });
-  const git = async (...args: string[]) => {
-    const out = await new Deno.Command("git", {
-      args: ["-C", repo, "-c", "user.name=t", "-c", "user.email=t@example.invalid", ...args],
-    }).output();
-    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  };
-  await git("init", "-q", "-b", "main");
-  await Deno.writeTextFile(`${repo}/hello.txt`, "hello from the repository\n");
-  await git("add", "hello.txt");
-  await git("commit", "-q", "-m", "first");
-  await git("bundle", "create", "-q", `${repo}/src.bundle`, "main");
-  const bytes = await Deno.readFile(`${repo}/src.bundle`);
-  await Deno.remove(repo, { recursive: true });
-  return btoa(String.fromCharCode(...bytes));
-}
 
 Deno.test({
   name: "a whole job runs config, prepare, every run stage and cleanup in a fresh container",
@@ -69,14 +51,10 @@ Deno.test({
     assert.equal(labels["user.lxd-driver.runner-id"], "1");
     assert.ok(!Number.isNaN(Date.parse(labels["user.lxd-driver.created"]!)));
 
-    const bundle = await sourceBundle();
+    const bundle = await sourceBundle({ "hello.txt": "hello from the repository\n" });
     const stages: [string, string][] = [
       ["prepare_script", `echo "Running on $(hostname)"; systemctl is-system-running || true`],
-      [
-        "get_sources",
-        `base64 -d > /tmp/src.bundle <<'EOF'\n${bundle}\nEOF\n` +
-        `git clone -q -b main /tmp/src.bundle "$CI_PROJECT_DIR" && rm /tmp/src.bundle && cd "$CI_PROJECT_DIR" && git log --oneline`,
-      ],
+      ["get_sources", getSourcesBody(bundle)],
       [
         "step_script",
         `cd "$CI_PROJECT_DIR"; cat hello.txt; test -n "$MY_SECRET"; echo built > artifact.txt`,
@@ -90,7 +68,7 @@ Deno.test({
       assert.equal(result.code, 0, `${stage}: ${result.stdout}${result.stderr}`);
       assert.equal(result.exitCodeFile, undefined, `${stage} left an exit-code file`);
       if (stage === "prepare_script") assert.match(result.stdout, new RegExp(`Running on ${name}`));
-      if (stage === "get_sources") assert.match(result.stdout, /first/);
+      if (stage === "get_sources") assert.match(result.stdout, /first commit/);
       if (stage === "step_script") assert.match(result.stdout, /hello from the repository/);
       if (stage === "after_script") assert.match(result.stdout, /built/);
     }

@@ -17,6 +17,7 @@ demo: setup
 setup:
 	@scripts/ensure-deno.sh >/dev/null
 	scripts/setup-lxd.sh
+	scripts/setup-image-server.sh
 
 ## check: formatting, lint and type checks
 check:

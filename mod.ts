@@ -5,13 +5,13 @@
  * runner expects. Commands are imported on demand so that `run`, started
  * for every stage of every job, loads only what it needs.
  */
-import { parseArgs } from "node:util";
+import { parseArgv } from "./lib/argv.ts";
 import type { Context } from "./lib/context.ts";
 import { BuildFailure, exitCodeFor, readExitCodes, UsageError } from "./lib/errors.ts";
 import { recordJobExitCode } from "./lib/exit_code_file.ts";
 import { createLogger, debugRequested, type Logger } from "./lib/log.ts";
 import type { Lxd } from "./lib/lxd.ts";
-import { loadSettings, settingsPath } from "./lib/settings.ts";
+import { loadSettings, type Settings, settingsPath } from "./lib/settings.ts";
 import { parseDuration } from "./lib/duration.ts";
 
 const HELP: Record<string, string> = {
@@ -27,6 +27,8 @@ Commands called by gitlab-runner:
 
 Commands for administrators:
   gc --older-than AGE     delete containers this driver made more than AGE ago
+  doctor                  check this host's setup: one OK/WARN/FAIL line per check
+  runner-config           print the [[runners]] block for gitlab-runner's config.toml
   version                 print the driver's version
 
 Options:
@@ -56,6 +58,29 @@ Deletes the job's container. Succeeds when it is already gone.`,
 
 Deletes containers launched by lxd-driver more than AGE ago (e.g. 30m, 6h,
 0s) and prints each one deleted. Other containers are never touched.`,
+  doctor: `Usage: lxd-driver [--config FILE] doctor
+
+Checks this host's setup and prints one line per check on stdout:
+  OK   CHECK: DETAIL
+  WARN CHECK: DETAIL — fix: WHAT TO DO
+  FAIL CHECK: DETAIL — fix: WHAT TO DO
+Checked: the settings file; LXD (reachable, version); the storage pool and its
+driver; the default image and each [image.aliases] target (present locally, or
+known to its remote: nothing is downloaded); the gitlab-runner helper; ca_file;
+the cache directory; privileged containers. Checks needing LXD are skipped
+(SKIP) when it cannot be reached. Nothing is changed.
+
+For administrators: gitlab-runner never calls it. Run it as the user that
+gitlab-runner runs the driver as. Exits 0 when no check FAILed (WARN is fine),
+1 when one did or the settings file is invalid; any other code means doctor
+itself broke.`,
+  "runner-config": `Usage: lxd-driver [--config FILE] runner-config
+
+Prints the executor part of a [[runners]] entry for gitlab-runner's
+config.toml: executor = "custom" and [runners.custom] with config, prepare,
+run and cleanup pointing at this binary's absolute path. --config FILE (or
+$LXD_DRIVER_CONFIG) is passed on in each *_args, as an absolute path. Run from
+source (deno run mod.ts), it prints the equivalent deno command and says so.`,
   version: `Usage: lxd-driver version
 
 Prints the driver's name and version.`,
@@ -75,16 +100,8 @@ async function main(argv: string[]): Promise<number> {
   let log: Logger = createLogger({ debug: debugRequested(env) });
   let command: string | undefined;
   try {
-    const { values, positionals } = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        config: { type: "string" },
-        "older-than": { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-    });
+    const values = parseArgv(argv);
+    const positionals = values.positionals;
     command = positionals[0];
     if (values.help || command === undefined || command === "help") {
       await writeStdout((HELP[command ?? "main"] ?? HELP.main!) + "\n");
@@ -105,11 +122,19 @@ async function main(argv: string[]): Promise<number> {
         `${command} takes ${expected || "no"} arguments; see lxd-driver ${command} --help`,
       );
     }
-    if (values["older-than"] !== undefined && command !== "gc") {
+    if (values.olderThan !== undefined && command !== "gc") {
       throw new UsageError(`--older-than only applies to gc`);
     }
 
-    const settings = await loadSettings(settingsPath(values.config, env));
+    let settings: Settings;
+    try {
+      settings = await loadSettings(settingsPath(values.config, env));
+    } catch (error) {
+      // doctor reports a settings file it cannot use as its first check's FAIL.
+      if (command !== "doctor") throw error;
+      const { reportSettingsFailure } = await import("./stages/doctor.ts");
+      return await reportSettingsFailure(writeStdout, error);
+    }
     log = createLogger({ debug: settings.log.debug || debugRequested(env) });
     const ctx: Context = { env, settings, log, write: writeStdout };
 
@@ -127,7 +152,7 @@ async function main(argv: string[]): Promise<number> {
         await (await import("./stages/cleanup.ts")).cleanup(ctx, await connect(ctx));
         return 0;
       case "gc": {
-        const age = values["older-than"];
+        const age = values.olderThan;
         const ms = age === undefined ? undefined : parseDuration(age);
         if (ms === undefined) {
           throw new UsageError(`gc needs --older-than AGE, e.g. --older-than 6h`);
@@ -135,6 +160,14 @@ async function main(argv: string[]): Promise<number> {
         await (await import("./stages/gc.ts")).gc(ctx, await connect(ctx), ms);
         return 0;
       }
+      case "doctor": {
+        const doctor = await import("./stages/doctor.ts");
+        const failures = await doctor.doctor(ctx, await connect(ctx));
+        return failures === 0 ? 0 : doctor.PROBLEMS_FOUND_EXIT_CODE;
+      }
+      case "runner-config":
+        await (await import("./stages/runner_config.ts")).runnerConfig(ctx, values.config);
+        return 0;
     }
     await recordJobExitCode(env, undefined);
     return 0;

@@ -8,6 +8,7 @@
 import { CommandBuilder } from "dax";
 import { formatDuration } from "./duration.ts";
 import { SystemFailure } from "./errors.ts";
+import type { InstanceSpec } from "./instance_spec.ts";
 import type { Logger } from "./log.ts";
 
 /** A failed `lxc` call. A system failure unless a stage decides otherwise. */
@@ -96,6 +97,56 @@ export class Lxd {
     );
     if (result.code !== 0) throw new LxdError(args, result.code, result.stderr);
     return result.stdout;
+  }
+
+  /** Sends a request to the LXD API (`lxc query`), waiting for its operation; returns the parsed answer. */
+  async query(
+    method: "GET" | "POST" | "PUT" | "DELETE",
+    path: string,
+    body?: unknown,
+  ): Promise<unknown> {
+    const args = ["query", "--wait", "--request", method];
+    if (body !== undefined) args.push("--data", JSON.stringify(body));
+    args.push("--", path);
+    const out = await this.run(args);
+    return out.trim() ? JSON.parse(out) : undefined;
+  }
+
+  /** Creates (without starting) the instance described by `spec`. */
+  async create(spec: InstanceSpec): Promise<void> {
+    await this.query("POST", "/1.0/instances", spec);
+  }
+
+  /** Starts a created instance. */
+  async start(name: string): Promise<void> {
+    await this.run(["start", "--", name]);
+  }
+
+  /** The instance's config keys, including LXD's volatile ones. */
+  async instanceConfig(name: string): Promise<Record<string, string>> {
+    const answer = await this.query("GET", `/1.0/instances/${encodeURIComponent(name)}`) as {
+      config?: Record<string, string>;
+    };
+    return answer?.config ?? {};
+  }
+
+  /** Copies a host file into the container, creating missing directories. */
+  async pushFile(
+    hostPath: string,
+    name: string,
+    containerPath: string,
+    mode: string,
+  ): Promise<void> {
+    await this.run([
+      "file",
+      "push",
+      "--create-dirs",
+      "--mode",
+      mode,
+      "--",
+      hostPath,
+      `${name}${containerPath}`,
+    ]);
   }
 
   /** Creates and starts `name` from `image`. */

@@ -5,6 +5,7 @@
 import { parse, TomlError } from "smol-toml";
 import { formatDuration, parseDuration } from "./duration.ts";
 import { SystemFailure } from "./errors.ts";
+import { parseSize, type Size } from "./size.ts";
 
 export const DEFAULT_SETTINGS_PATH = "/etc/lxd-driver/config.toml";
 
@@ -18,6 +19,8 @@ export interface Settings {
     readonly default: string;
     /** Glob patterns a job's `image:` must match. */
     readonly allowed: readonly string[];
+    /** Names jobs write (`debian:12`) mapped to LXD image references (`images:debian/12`). */
+    readonly aliases: Readonly<Record<string, string>>;
   };
   readonly instance: {
     readonly profiles: readonly string[];
@@ -25,6 +28,36 @@ export interface Settings {
     readonly storagePool: string;
     readonly readyTimeoutMs: number;
     readonly ephemeral: boolean;
+    /** Allows nested containers (Docker inside the job). */
+    readonly nesting: boolean;
+    /** Privileged containers; only with `allowPrivileged`. */
+    readonly privileged: boolean;
+    readonly allowPrivileged: boolean;
+  };
+  readonly limits: {
+    /** CPUs per container; 0 for no limit. */
+    readonly cpu: number;
+    readonly memory: Size | undefined;
+    /** Processes per container; 0 for no limit. */
+    readonly processes: number;
+    /** Root disk size. */
+    readonly disk: Size | undefined;
+    /** Upper bound for a job's `LXD_CPU` request; 0 forbids requests. */
+    readonly maxCpu: number;
+    /** Upper bound for a job's `LXD_MEMORY` request; unset forbids requests. */
+    readonly maxMemory: Size | undefined;
+  };
+  readonly helper: {
+    /** The `gitlab-runner` binary to push into images without one; undefined: none. */
+    readonly gitlabRunner: string | undefined;
+    /** A PEM bundle added to the container's trust store. */
+    readonly caFile: string | undefined;
+  };
+  readonly cache: {
+    /** Host directory whose per-project subdirectories are mounted at the cache dir. */
+    readonly hostDir: string | undefined;
+    /** Separate directories per concurrent slot of a project. */
+    readonly perSlot: boolean;
   };
   readonly job: {
     readonly shell: Shell;
@@ -59,6 +92,46 @@ const stringList = (fallback: string[]): Field<readonly string[]> => ({
       throw "expected an array of strings";
     }
     return value as string[];
+  },
+});
+
+const stringMap = (): Field<Readonly<Record<string, string>>> => ({
+  default: {},
+  parse: (value) => {
+    if (
+      typeof value !== "object" || value === null || Array.isArray(value) ||
+      !Object.values(value).every((v) => typeof v === "string")
+    ) {
+      throw "expected a table of strings";
+    }
+    return value as Record<string, string>;
+  },
+});
+
+const count = (): Field<number> => ({
+  default: 0,
+  parse: (value) => {
+    if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
+      throw "expected a whole number (0 for no limit)";
+    }
+    return value;
+  },
+});
+
+const size = (): Field<Size | undefined> => ({
+  default: undefined,
+  parse: (value) => {
+    const parsed = typeof value === "string" ? parseSize(value) : undefined;
+    if (!parsed) throw 'expected a size such as "4GiB" or "512MiB"';
+    return parsed;
+  },
+});
+
+const optionalPath = (): Field<string | undefined> => ({
+  default: undefined,
+  parse: (value) => {
+    if (typeof value !== "string" || !value.startsWith("/")) throw "expected an absolute path";
+    return value;
   },
 });
 
@@ -105,12 +178,32 @@ const SCHEMA = {
   image: {
     default: string("images:debian/12", notEmpty),
     allowed: stringList([]),
+    aliases: stringMap(),
   },
   instance: {
     profiles: stringList(["default"]),
     storage_pool: string(""),
     ready_timeout: duration("120s", { min: 100, max: 86_400_000 }),
     ephemeral: boolean(false),
+    nesting: boolean(false),
+    privileged: boolean(false),
+    allow_privileged: boolean(false),
+  },
+  limits: {
+    cpu: count(),
+    memory: size(),
+    processes: count(),
+    disk: size(),
+    max_cpu: count(),
+    max_memory: size(),
+  },
+  helper: {
+    gitlab_runner: optionalPath(),
+    ca_file: optionalPath(),
+  },
+  cache: {
+    host_dir: optionalPath(),
+    per_slot: boolean(false),
   },
   job: {
     shell: oneOf<Shell>("bash", ["bash", "sh", "pwsh"]),
@@ -214,18 +307,38 @@ export function parseSettings(text: string, source: string | undefined): Setting
       );
     }
   }
+  const instance = raw.instance as Record<string, unknown>;
+  if (instance.privileged === true && instance.allow_privileged !== true) {
+    problems.push(
+      `${where}:${lineOf(text, "instance", "privileged")}: [instance] privileged = true ` +
+        "needs [instance] allow_privileged = true as well: a privileged container's root is the host's root",
+    );
+  }
   if (problems.length > 0) throw new SystemFailure(`invalid settings:\n  ${problems.join("\n  ")}`);
 
   const s = raw as Raw;
   return {
     source,
-    image: { default: s.image.default, allowed: s.image.allowed },
+    image: { default: s.image.default, allowed: s.image.allowed, aliases: s.image.aliases },
     instance: {
       profiles: s.instance.profiles,
       storagePool: s.instance.storage_pool,
       readyTimeoutMs: s.instance.ready_timeout,
       ephemeral: s.instance.ephemeral,
+      nesting: s.instance.nesting,
+      privileged: s.instance.privileged,
+      allowPrivileged: s.instance.allow_privileged,
     },
+    limits: {
+      cpu: s.limits.cpu,
+      memory: s.limits.memory,
+      processes: s.limits.processes,
+      disk: s.limits.disk,
+      maxCpu: s.limits.max_cpu,
+      maxMemory: s.limits.max_memory,
+    },
+    helper: { gitlabRunner: s.helper.gitlab_runner, caFile: s.helper.ca_file },
+    cache: { hostDir: s.cache.host_dir, perSlot: s.cache.per_slot },
     job: { shell: s.job.shell, buildsDir: s.job.builds_dir, cacheDir: s.job.cache_dir },
     lxd: { cli: s.lxd.cli },
     log: { debug: s.log.debug },

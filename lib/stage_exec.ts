@@ -21,18 +21,17 @@ const STATE_DIR = "/run/lxd-driver";
  * open and stall the runner.
  */
 const WRAPPER = `id=$1; shift
-d=${STATE_DIR}; mkdir -p "$d" || exit 125
+d=${STATE_DIR}
 exec 3<&0
 if command -v setsid >/dev/null 2>&1; then setsid "$@" <&3 3<&- & else "$@" <&3 3<&- & fi
 pid=$!
 exec 3<&-
-echo "$pid" >"$d/$id.pid"
+{ echo "$pid" >"$d/$id.pid"; } 2>/dev/null || { mkdir -p "$d" && echo "$pid" >"$d/$id.pid"; }
 trap 'kill -TERM "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null' TERM INT HUP
 wait "$pid"; rc=$?
 while kill -0 "$pid" 2>/dev/null; do wait "$pid"; rc=$?; done
 kill -KILL "-$pid" 2>/dev/null
 echo "$rc" >"$d/$id.rc"
-rm -f "$d/$id.pid"
 exit "$rc"`;
 
 /** Stops a stage: TERM to its session, then KILL after `$2` tenths of a second. */

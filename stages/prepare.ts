@@ -1,20 +1,32 @@
 /**
- * prepare: launches the job's fresh container and waits until it can run the
- * job. Any failure after the launch deletes the container again, so a failed
+ * prepare: creates the job's fresh container and waits until it can run the
+ * job. Any failure after creation deletes the container again, so a failed
  * prepare (which the runner retries) leaves nothing behind.
  */
+import { cacheSourceFor, chownToContainerRoot, ensureCacheDir } from "../lib/cache_dir.ts";
 import type { Context } from "../lib/context.ts";
 import { formatDuration } from "../lib/duration.ts";
 import { BuildFailure, SystemFailure } from "../lib/errors.ts";
 import { chooseImage } from "../lib/image_policy.ts";
+import { ensureLocalImage } from "../lib/images.ts";
+import { instanceSpec } from "../lib/instance_spec.ts";
 import { containerName, readJobIdentity } from "../lib/job.ts";
+import { readJobRequests } from "../lib/job_requests.ts";
 import { labelsFor } from "../lib/labels.ts";
 import { type Lxd, LxdError } from "../lib/lxd.ts";
+import {
+  findGitlabRunner,
+  installPrerequisites,
+  parseProbe,
+  PROBED_TOOLS,
+} from "../lib/prerequisites.ts";
+import { shellCommand } from "../lib/shell.ts";
 
 /**
  * Waits for the container's init: on systemd images until systemd reports
  * running or degraded (so networking and services are up), on others until a
- * command runs at all; then creates the builds and cache directories.
+ * command runs at all. Then creates the builds and cache directories and
+ * reports which of the tools named after them the image has.
  */
 const READY_SCRIPT = `case "$(readlink -f /sbin/init 2>/dev/null)" in
 */systemd)
@@ -23,41 +35,77 @@ const READY_SCRIPT = `case "$(readlink -f /sbin/init 2>/dev/null)" in
     sleep 0.1 2>/dev/null || sleep 1
   done ;;
 esac
-mkdir -p -- "$1" "$2"`;
+mkdir -p -- "$1" "$2" || exit 1
+shift 2
+for tool in "$@"; do command -v "$tool" >/dev/null 2>&1 && echo "has $tool"; done
+exit 0`;
 
 export async function prepare(ctx: Context, lxd: Lxd): Promise<void> {
-  const { settings, log } = ctx;
-  const identity = await readJobIdentity(ctx.env);
+  const { settings, log, env } = ctx;
+  const identity = await readJobIdentity(env);
   const name = await containerName(identity);
-  const requested = ctx.env("CUSTOM_ENV_CI_JOB_IMAGE");
-  const image = chooseImage(requested, settings.image);
+  // Everything the job controls is checked before LXD is touched.
+  const requestedImage = chooseImage(env("CUSTOM_ENV_CI_JOB_IMAGE"), settings.image);
+  const requests = readJobRequests(env, settings.limits);
+  const reference = settings.image.aliases[requestedImage] ?? requestedImage;
+  const jobChoseImage = requestedImage !== settings.image.default;
 
   if (await lxd.delete(name)) log.warn(`deleted a leftover container named ${name}`);
 
-  log.info(`Launching container ${name} from image ${image}`);
   const started = performance.now();
+  const image = await ensureLocalImage(lxd, reference, log).catch((error) => {
+    throw jobChoseImage && isImageNotFound(error)
+      ? new BuildFailure(
+        `image ${
+          JSON.stringify(requestedImage)
+        } does not exist on this runner's LXD (${reference})`,
+      )
+      : error;
+  });
+  log.info(
+    `Using image ${requestedImage}${reference !== requestedImage ? ` (${reference})` : ""}, ` +
+      `fingerprint ${image.fingerprint.slice(0, 12)}${
+        image.description ? `: ${image.description}` : ""
+      }`,
+  );
+
+  const cacheSource = cacheSourceFor(settings, identity);
+  if (cacheSource) await ensureCacheDir(cacheSource);
+  const spec = instanceSpec({
+    name,
+    fingerprint: image.fingerprint,
+    settings,
+    labels: labelsFor(identity, new Date()),
+    requests,
+    rootPool: settings.limits.disk && !settings.instance.storagePool
+      ? await rootPool(lxd, settings.instance.profiles)
+      : undefined,
+    cacheSource,
+  });
+
+  log.info(`Creating container ${name}`);
   try {
-    await lxd.launch(image, name, {
-      profiles: settings.instance.profiles,
-      storagePool: settings.instance.storagePool,
-      ephemeral: settings.instance.ephemeral,
-      config: labelsFor(identity, new Date()),
-    });
+    await lxd.create(spec);
   } catch (error) {
     await deleteQuietly(ctx, lxd, name);
-    // A missing image the job asked for is the job's problem; a missing default image is the runner's.
-    if (
-      error instanceof LxdError &&
-      /image not found|requested image couldn.t be found/i.test(error.stderr) &&
-      image !== settings.image.default
-    ) {
-      throw new BuildFailure(`image ${JSON.stringify(image)} does not exist on this runner's LXD`);
-    }
     throw error;
   }
-
   try {
-    await waitUntilReady(ctx, lxd, name);
+    if (cacheSource) await chownToContainerRoot(cacheSource, await lxd.instanceConfig(name));
+    await lxd.start(name);
+    const shell = shellCommand(settings.job.shell)[0]!;
+    const present = await waitUntilReady(ctx, lxd, name, [shell, ...PROBED_TOOLS]);
+    // A job that does not fetch sources needs no git in its image.
+    if (env("CUSTOM_ENV_GIT_STRATEGY") === "none") present.add("git");
+    await installPrerequisites({
+      lxd,
+      container: name,
+      settings,
+      log,
+      shell,
+      present,
+      hostGitlabRunner: await findGitlabRunner(settings, env("PATH")),
+    });
   } catch (error) {
     await deleteQuietly(ctx, lxd, name);
     throw error;
@@ -65,10 +113,39 @@ export async function prepare(ctx: Context, lxd: Lxd): Promise<void> {
   log.info(`Container ${name} is ready (${formatDuration(performance.now() - started)})`);
 }
 
-async function waitUntilReady(ctx: Context, lxd: Lxd, name: string): Promise<void> {
+function isImageNotFound(error: unknown): boolean {
+  const text = error instanceof LxdError
+    ? error.stderr
+    : error instanceof Error
+    ? error.message
+    : "";
+  return /image not found|requested image couldn.t be found/i.test(text);
+}
+
+/** The storage pool of the profiles' root disk (the last profile that has one wins, as in LXD). */
+async function rootPool(lxd: Lxd, profiles: readonly string[]): Promise<string | undefined> {
+  let pool: string | undefined;
+  for (const profile of profiles) {
+    const answer = await lxd.query("GET", `/1.0/profiles/${encodeURIComponent(profile)}`) as {
+      devices?: Record<string, Record<string, string>>;
+    };
+    const root = Object.values(answer?.devices ?? {}).find((d) =>
+      d.type === "disk" && d.path === "/"
+    );
+    if (root?.pool) pool = root.pool;
+  }
+  return pool;
+}
+
+async function waitUntilReady(
+  ctx: Context,
+  lxd: Lxd,
+  name: string,
+  tools: string[],
+): Promise<Set<string>> {
   const { readyTimeoutMs } = ctx.settings.instance;
   try {
-    await lxd.exec(
+    const output = await lxd.exec(
       name,
       [
         "sh",
@@ -77,9 +154,11 @@ async function waitUntilReady(ctx: Context, lxd: Lxd, name: string): Promise<voi
         "lxd-driver-ready",
         ctx.settings.job.buildsDir,
         ctx.settings.job.cacheDir,
+        ...tools,
       ],
       { timeoutMs: readyTimeoutMs },
     );
+    return parseProbe(output);
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
     throw new SystemFailure(

@@ -44,7 +44,8 @@ Deno.test({
 
     const prepare = await job.prepare();
     assert.equal(prepare.code, 0, prepare.stderr);
-    assert.match(prepare.stderr, new RegExp(`Launching container ${name}`));
+    assert.match(prepare.stderr, new RegExp(`Creating container ${name}`));
+    assert.match(prepare.stderr, /Using image lxd-driver-test\/bookworm, fingerprint [0-9a-f]{12}/);
     const labels = await instanceConfig(name);
     assert.equal(labels["user.lxd-driver.managed"], "true");
     assert.equal(labels["user.lxd-driver.job-id"], String(jobId));
@@ -136,7 +137,7 @@ Deno.test({
     const job = await Job.create({
       jobId: uniqueJobId(),
       env: { LXD_DRIVER_CONFIG: config },
-      variables: { CI_JOB_IMAGE: BUSYBOX },
+      variables: { CI_JOB_IMAGE: BUSYBOX, GIT_STRATEGY: "none" },
     });
     try {
       const prepare = await job.prepare();

@@ -38,6 +38,8 @@ export interface EnsureImageOptions {
 
 const DEFAULT_PROGRESS_INTERVAL_MS = 3_000;
 const DEFAULT_LOOKUP_TIMEOUT_MS = 120_000;
+/** A progress poll that hangs must not stop the heartbeat lines. */
+const OPERATIONS_TIMEOUT_MS = 10_000;
 
 /**
  * A failed image lookup or download. `stderr` keeps LXD's own words; for an
@@ -219,11 +221,12 @@ export function parseImageInfo(text: string): RemoteImage | undefined {
  *
  * Two jobs that need the same new image at once both copy it. That is safe
  * without a lock of our own: LXD serialises downloads of one fingerprint
- * (the second waits and then finds the image, LXD 5.0.2 and Incus 6.0 both
- * answer it with success), and should some version refuse the second copy
- * (image already exists), the local store is checked again before giving up.
- * A lock file would also only cover jobs on this host sharing its /tmp,
- * while the LXD daemon is the one place that sees every download.
+ * (the second waits, then finds the image and succeeds; seen on LXD 5.0.2,
+ * see tests/e2e/images_test.ts), and should some version refuse the second
+ * copy (image already exists), the local store is checked again before
+ * giving up. A lock file would only cover jobs on this host that share its
+ * lock directory, while the LXD daemon is the one place that sees every
+ * download (other hosts, other users, `lxc launch` from a remote).
  */
 async function download(
   lxd: Lxd,
@@ -303,7 +306,9 @@ interface DownloadOperation {
 
 /** LXD's running image downloads, with their progress text (`45% (12.3MB/s)`, `218.68MB (218.28MB/s)`). */
 async function downloadOperations(lxd: Lxd): Promise<DownloadOperation[]> {
-  const out = await lxd.run(["query", "--", "/1.0/operations?recursion=1"]);
+  const out = await lxd.run(["query", "--", "/1.0/operations?recursion=1"], {
+    timeoutMs: OPERATIONS_TIMEOUT_MS,
+  });
   const byStatus = JSON.parse(out) as Record<string, ApiOperation[] | null> | null;
   const running = byStatus?.["running"] ?? [];
   return running

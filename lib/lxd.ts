@@ -43,12 +43,21 @@ function isUnreachable(stderr: string): boolean {
     .test(stderr);
 }
 
-export interface LaunchOptions {
-  readonly profiles: readonly string[];
-  readonly storagePool: string;
-  readonly ephemeral: boolean;
-  /** LXD config keys set at creation (the driver's `user.*` labels). */
-  readonly config: Readonly<Record<string, string>>;
+/**
+ * An `lxc` call for the debug log: request bodies and scripts are shortened
+ * to placeholders, so the line stays readable and carries only names, paths
+ * and flags, which the driver chose.
+ */
+export function describe(args: readonly string[]): string {
+  return args.map((arg, i) =>
+    args[i - 1] === "--data"
+      ? "<json>"
+      : arg.includes("\n")
+      ? "<script>"
+      : arg.length > 80
+      ? `${arg.slice(0, 77)}...`
+      : arg
+  ).join(" ");
 }
 
 export interface InstanceSummary {
@@ -91,7 +100,7 @@ export class Lxd {
     if (options.timeoutMs !== undefined) command = command.timeout(options.timeoutMs);
     const result = await command;
     this.#log.debug(
-      `${this.#cli} ${args.slice(0, 2).join(" ")}: exit ${result.code} in ${
+      `${this.#cli} ${describe(args)}: exit ${result.code} in ${
         formatDuration(performance.now() - started)
       }`,
     );
@@ -101,7 +110,7 @@ export class Lxd {
 
   /** Sends a request to the LXD API (`lxc query`), waiting for its operation; returns the parsed answer. */
   async query(
-    method: "GET" | "POST" | "PUT" | "DELETE",
+    method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE",
     path: string,
     body?: unknown,
   ): Promise<unknown> {
@@ -115,6 +124,14 @@ export class Lxd {
   /** Creates (without starting) the instance described by `spec`. */
   async create(spec: InstanceSpec): Promise<void> {
     await this.query("POST", "/1.0/instances", spec);
+  }
+
+  /** Changes some of an instance's config keys and devices, keeping the others. */
+  async patch(
+    name: string,
+    changes: { config?: Record<string, string>; devices?: Record<string, Record<string, string>> },
+  ): Promise<void> {
+    await this.query("PATCH", `/1.0/instances/${encodeURIComponent(name)}`, changes);
   }
 
   /** Starts a created instance. */
@@ -147,20 +164,6 @@ export class Lxd {
       hostPath,
       `${name}${containerPath}`,
     ]);
-  }
-
-  /** Creates and starts `name` from `image`. */
-  async launch(image: string, name: string, options: LaunchOptions): Promise<void> {
-    const args = ["launch"];
-    if (options.profiles.length === 0) args.push("--no-profiles");
-    for (const profile of options.profiles) args.push("--profile", profile);
-    if (options.storagePool) args.push("--storage", options.storagePool);
-    if (options.ephemeral) args.push("--ephemeral");
-    for (const [key, value] of Object.entries(options.config)) {
-      args.push("--config", `${key}=${value}`);
-    }
-    args.push("--", image, name);
-    await this.run(args);
   }
 
   /** Force-deletes `name`; returns false when it did not exist. */

@@ -66,6 +66,12 @@ export interface Settings {
   };
   readonly lxd: {
     readonly cli: "lxc" | "incus";
+    /** Identifies this runner host among several sharing one LXD; empty: the host name. */
+    readonly hostId: string;
+  };
+  readonly pool: {
+    /** Warm containers of the default image kept ready; 0: no pool. */
+    readonly size: number;
   };
   readonly log: {
     readonly debug: boolean;
@@ -212,6 +218,16 @@ const SCHEMA = {
   },
   lxd: {
     cli: oneOf<"lxc" | "incus">("lxc", ["lxc", "incus"]),
+    host_id: string(
+      "",
+      (v) =>
+        /^[A-Za-z0-9._-]{0,63}$/.test(v)
+          ? undefined
+          : "expected letters, digits, . _ - (at most 63)",
+    ),
+  },
+  pool: {
+    size: count(),
   },
   log: {
     debug: boolean(false),
@@ -340,7 +356,8 @@ export function parseSettings(text: string, source: string | undefined): Setting
     helper: { gitlabRunner: s.helper.gitlab_runner, caFile: s.helper.ca_file },
     cache: { hostDir: s.cache.host_dir, perSlot: s.cache.per_slot },
     job: { shell: s.job.shell, buildsDir: s.job.builds_dir, cacheDir: s.job.cache_dir },
-    lxd: { cli: s.lxd.cli },
+    lxd: { cli: s.lxd.cli, hostId: s.lxd.host_id },
+    pool: { size: s.pool.size },
     log: { debug: s.log.debug },
   };
 }

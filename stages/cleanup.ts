@@ -5,14 +5,15 @@
  * most.
  */
 import type { Context } from "../lib/context.ts";
-import { containerName, readJobIdentity } from "../lib/job.ts";
+import { forgetJobContainer, jobContainer } from "../lib/job_container.ts";
 import { type Lxd, LxdError } from "../lib/lxd.ts";
 
 export async function cleanup(ctx: Context, lxd: Lxd): Promise<void> {
-  const name = await containerName(await readJobIdentity(ctx.env));
+  const name = await jobContainer(ctx.env);
   try {
     if (await lxd.delete(name)) ctx.log.info(`Deleted container ${name}`);
     else ctx.log.info(`Container ${name} was already gone`);
+    await forgetJobContainer(ctx.env);
   } catch (error) {
     if (error instanceof LxdError && error.unreachable) {
       ctx.log.warn(

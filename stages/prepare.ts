@@ -9,10 +9,12 @@ import { formatDuration } from "../lib/duration.ts";
 import { BuildFailure, SystemFailure } from "../lib/errors.ts";
 import { chooseImage } from "../lib/image_policy.ts";
 import { ensureLocalImage } from "../lib/images.ts";
-import { instanceSpec } from "../lib/instance_spec.ts";
+import { type InstanceSpec, instanceSpec } from "../lib/instance_spec.ts";
+import { recordJobContainer } from "../lib/job_container.ts";
+import { claimWarm, POOL_LOCK_FILE } from "../lib/pool.ts";
 import { containerName, readJobIdentity } from "../lib/job.ts";
 import { readJobRequests } from "../lib/job_requests.ts";
-import { labelsFor } from "../lib/labels.ts";
+import { hostIdentity, labelsFor } from "../lib/labels.ts";
 import { type Lxd, LxdError } from "../lib/lxd.ts";
 import {
   findGitlabRunner,
@@ -43,17 +45,19 @@ exit 0`;
 export async function prepare(ctx: Context, lxd: Lxd): Promise<void> {
   const { settings, log, env } = ctx;
   const identity = await readJobIdentity(env);
-  const name = await containerName(identity);
+  let name = await containerName(identity);
   // Everything the job controls is checked before LXD is touched.
   const requestedImage = chooseImage(env("CUSTOM_ENV_CI_JOB_IMAGE"), settings.image);
   const requests = readJobRequests(env, settings.limits);
   const reference = settings.image.aliases[requestedImage] ?? requestedImage;
   const jobChoseImage = requestedImage !== settings.image.default;
+  const host = hostIdentity(settings.lxd.hostId);
+  const usePool = settings.pool.size > 0 && !jobChoseImage;
 
-  if (await lxd.delete(name)) log.warn(`deleted a leftover container named ${name}`);
+  if (!usePool && await lxd.delete(name)) log.warn(`deleted a leftover container named ${name}`);
 
   const started = performance.now();
-  const image = await ensureLocalImage(lxd, reference, log).catch((error) => {
+  const image = await ensureLocalImage(lxd, reference, log).catch((error: unknown) => {
     throw jobChoseImage && isImageNotFound(error)
       ? new BuildFailure(
         `image ${
@@ -71,28 +75,43 @@ export async function prepare(ctx: Context, lxd: Lxd): Promise<void> {
 
   const cacheSource = cacheSourceFor(settings, identity);
   if (cacheSource) await ensureCacheDir(cacheSource);
-  const spec = instanceSpec({
+  const specInput = {
     name,
     fingerprint: image.fingerprint,
     settings,
-    labels: labelsFor(identity, new Date()),
+    labels: labelsFor(identity, host, new Date()),
     requests,
     rootPool: settings.limits.disk && !settings.instance.storagePool
       ? await rootPool(lxd, settings.instance.profiles)
       : undefined,
     cacheSource,
-  });
+  };
+  const spec = instanceSpec(specInput);
 
-  log.info(`Creating container ${name}`);
-  try {
-    await lxd.create(spec);
-  } catch (error) {
-    await deleteQuietly(ctx, lxd, name);
-    throw error;
+  // Pool containers carry the runner's settings only; the job's requests and devices come with the claim.
+  const claimed = usePool
+    ? await claimFromPool(
+      ctx,
+      lxd,
+      spec,
+      instanceSpec({ ...specInput, requests: NO_REQUESTS, cacheSource: undefined }),
+      host,
+    )
+    : undefined;
+  if (claimed) {
+    name = claimed;
+    log.info(`Took warm container ${name} from the pool`);
+  } else {
+    log.info(`Creating container ${name}`);
   }
   try {
-    if (cacheSource) await chownToContainerRoot(cacheSource, await lxd.instanceConfig(name));
-    await lxd.start(name);
+    if (!claimed) {
+      await lxd.create(spec);
+      if (cacheSource) await chownToContainerRoot(cacheSource, await lxd.instanceConfig(name));
+      await lxd.start(name);
+    } else if (cacheSource) {
+      await chownToContainerRoot(cacheSource, await lxd.instanceConfig(name));
+    }
     const shell = shellCommand(settings.job.shell)[0]!;
     const present = await waitUntilReady(ctx, lxd, name, [shell, ...PROBED_TOOLS]);
     // A job that does not fetch sources needs no git in its image.
@@ -111,6 +130,37 @@ export async function prepare(ctx: Context, lxd: Lxd): Promise<void> {
     throw error;
   }
   log.info(`Container ${name} is ready (${formatDuration(performance.now() - started)})`);
+}
+
+const NO_REQUESTS = { cpu: undefined, memory: undefined } as const;
+
+/**
+ * Takes a warm container for the job, giving it the job's labels, limits
+ * and devices, and records its name for the later stages. Undefined when
+ * the pool has none ready.
+ */
+async function claimFromPool(
+  ctx: Context,
+  lxd: Lxd,
+  spec: InstanceSpec,
+  template: InstanceSpec,
+  host: string,
+): Promise<string | undefined> {
+  const claimed = await claimWarm(
+    {
+      lxd,
+      cli: ctx.settings.lxd.cli,
+      size: ctx.settings.pool.size,
+      host,
+      log: ctx.log,
+      lockPath: POOL_LOCK_FILE,
+    },
+    spec.source.fingerprint,
+    template,
+    { config: { ...spec.config }, devices: { ...spec.devices } },
+  );
+  if (claimed) await recordJobContainer(ctx.env, claimed);
+  return claimed;
 }
 
 function isImageNotFound(error: unknown): boolean {

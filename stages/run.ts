@@ -4,12 +4,12 @@
  */
 import type { Context } from "../lib/context.ts";
 import { BuildFailure } from "../lib/errors.ts";
-import { containerName, readJobIdentity } from "../lib/job.ts";
+import { jobContainer } from "../lib/job_container.ts";
 import { shellCommand } from "../lib/shell.ts";
 import { execStage } from "../lib/stage_exec.ts";
 
 export async function run(ctx: Context, scriptPath: string, stageName: string): Promise<void> {
-  const container = await containerName(await readJobIdentity(ctx.env));
+  const container = await jobContainer(ctx.env);
   ctx.log.debug(`stage ${stageName} in container ${container}`);
   const outcome = await execStage({
     cli: ctx.settings.lxd.cli,

@@ -37,6 +37,8 @@ export interface JobOptions {
   readonly env?: Record<string, string>;
   readonly buildFailureExitCode?: number;
   readonly systemFailureExitCode?: number;
+  /** Starts this command instead of `driverCommand()`, e.g. `["bash", "DIR/driver.sh"]`. */
+  readonly driver?: readonly string[];
 }
 
 export interface RunOptions {
@@ -114,7 +116,7 @@ export class Job {
 
   /** Starts the driver with `args` and waits for it (and its pipes) to finish. */
   async exec(args: string[], options: RunOptions = {}): Promise<StageResult> {
-    const [cmd, ...pre] = driverCommand();
+    const [cmd, ...pre] = this.options.driver ?? driverCommand();
     const started = performance.now();
     const child = new Deno.Command(cmd!, {
       args: [...pre, ...args],

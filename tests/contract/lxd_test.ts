@@ -115,26 +115,47 @@ Deno.test("Lxd.exec() puts the container name and argv after --", async () => {
   ]]);
 });
 
-Deno.test("Lxd.launch() puts the image and name after --", async () => {
+Deno.test("Lxd.create() posts the whole instance as JSON, never as flags", async () => {
   const { lxd, lxc } = client([OK]);
-  await lxd.launch("-image", "-name", {
+  const spec = {
+    name: "-name",
+    type: "container" as const,
+    source: { type: "image" as const, fingerprint: "abc" },
     profiles: ["p1"],
-    storagePool: "",
     ephemeral: false,
-    config: { "user.a": "1", "user.b": "x=y" },
-  });
+    config: { "user.a": "1" },
+    devices: {},
+  };
+  await lxd.create(spec);
   assert.deepEqual(lxc.calls, [[
-    "launch",
-    "--profile",
-    "p1",
-    "--config",
-    "user.a=1",
-    "--config",
-    "user.b=x=y",
+    "query",
+    "--wait",
+    "--request",
+    "POST",
+    "--data",
+    JSON.stringify(spec),
     "--",
-    "-image",
-    "-name",
+    "/1.0/instances",
   ]]);
+});
+
+Deno.test("Lxd.start() and Lxd.pushFile() put names and paths after --", async () => {
+  const { lxd, lxc } = client([OK, OK]);
+  await lxd.start("-c1");
+  await lxd.pushFile("/host/gitlab-runner", "c1", "/usr/local/bin/gitlab-runner", "0755");
+  assert.deepEqual(lxc.calls, [
+    ["start", "--", "-c1"],
+    [
+      "file",
+      "push",
+      "--create-dirs",
+      "--mode",
+      "0755",
+      "--",
+      "/host/gitlab-runner",
+      "c1/usr/local/bin/gitlab-runner",
+    ],
+  ]);
 });
 
 Deno.test("Lxd.list() parses names, statuses and configs", async () => {
@@ -152,15 +173,29 @@ Deno.test("Lxd.list() parses names, statuses and configs", async () => {
   assert.deepEqual(lxc.calls, [["list", "--format", "json"]]);
 });
 
-Deno.test("Lxd.run() logs only the first two arguments at debug level", async () => {
-  const secret = "hunter2-value";
+Deno.test("Lxd.run() logs each call at debug level with bodies and scripts as placeholders", async () => {
   const { lxd, lines } = client([OK, { code: 1, stderr: "Error: x\n" }], true);
-  await lxd.run(["exec", "--force-noninteractive", "--", "c", "sh", "-c", secret]);
-  await lxd.run(["config", "set", "--", "c", `environment.SECRET=${secret}`]).catch(() => {});
+  await lxd.run(["exec", "--force-noninteractive", "--", "c", "sh", "-c", "echo one\necho two"]);
+  await lxd.run([
+    "query",
+    "--wait",
+    "--request",
+    "POST",
+    "--data",
+    '{"name":"c"}',
+    "--",
+    "/1.0/instances",
+  ])
+    .catch(() => {});
   assert.equal(lines.length, 2);
-  assert.match(lines[0]!, /^\[lxd-driver debug\] lxc exec --force-noninteractive: exit 0 in /);
-  assert.match(lines[1]!, /^\[lxd-driver debug\] lxc config set: exit 1 in /);
-  for (const line of lines) assert.ok(!line.includes(secret), line);
+  assert.match(
+    lines[0]!,
+    /^\[lxd-driver debug\] lxc exec --force-noninteractive -- c sh -c <script>: exit 0 in /,
+  );
+  assert.match(
+    lines[1]!,
+    /^\[lxd-driver debug\] lxc query --wait --request POST --data <json> -- \/1\.0\/instances: exit 1 in /,
+  );
 
   const quiet = client([OK]);
   await quiet.lxd.run(["list"]);

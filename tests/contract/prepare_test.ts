@@ -1,9 +1,17 @@
+/**
+ * Contract: the `lxc` calls prepare makes, in order and argument by argument
+ * (the creation request's JSON body parsed and compared as an object), and
+ * what it logs and throws for each answer.
+ */
 import assert from "node:assert/strict";
 import { BuildFailure, SystemFailure } from "../../lib/errors.ts";
+import type { InstanceSpec } from "../../lib/instance_spec.ts";
 import { LxdError } from "../../lib/lxd.ts";
 import { prepare } from "../../stages/prepare.ts";
 import {
+  type Harness,
   harness,
+  type HarnessOptions,
   IMAGE_NOT_FOUND,
   INSTANCE_NOT_FOUND,
   jobEnv,
@@ -11,331 +19,1099 @@ import {
   NAME,
   OK,
   payloadFile,
+  type Reply,
   SECRET,
 } from "./fake_lxc.ts";
 
-const DELETE = ["delete", "--force", "--", NAME];
+// --- the image ------------------------------------------------------------------
 
-/** The `user.lxd-driver.created=` value of a launch argv, checked to lie within [from, to]. */
-function createdLabel(argv: readonly string[], from: Date, to: Date): string {
-  const label = argv.find((arg) => arg.startsWith("user.lxd-driver.created="));
-  assert.ok(label, `no created label in ${JSON.stringify(argv)}`);
-  const value = label.slice("user.lxd-driver.created=".length);
-  assert.match(value, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
-  const time = Date.parse(value);
-  assert.ok(time >= from.getTime() && time <= to.getTime(), value);
-  return label;
-}
+const FP = "3a571b1bc788866612add97632643d945ceef0ba9f4dc0e54acfe8d92ab67337";
+/** The local alias most tests use as the default image. */
+const IMAGE = "lxd-driver-test/bookworm";
+/** Settings whose default image is the local alias IMAGE; more sections may follow. */
+const LOCAL_DEFAULT = `[image]\ndefault = "${IMAGE}"\n`;
 
-/** The labels part of the launch argv for job 42 of project 7 on runner 3. */
-function labelArgs(created: string): string[] {
+/** ensureLocalImage's calls for a local alias: the alias, then the image it targets. */
+function localLookup(alias = IMAGE): string[][] {
   return [
-    "--config",
-    "user.lxd-driver.managed=true",
-    "--config",
-    "user.lxd-driver.runner-id=3",
-    "--config",
-    "user.lxd-driver.project-id=7",
-    "--config",
-    "user.lxd-driver.job-id=42",
-    "--config",
-    created,
+    ["query", "--", `/1.0/images/aliases/${encodeURIComponent(alias)}`],
+    ["query", "--", `/1.0/images/${FP}`],
   ];
 }
 
-/** Checks the readiness exec's argv: `sh -c SCRIPT lxd-driver-ready BUILDS CACHE` after `--`. */
-function readyCall(argv: readonly string[] | undefined, builds: string, cache: string): void {
-  assert.ok(argv);
-  const script = argv[6];
-  assert.equal(typeof script, "string");
-  assert.ok(script!.includes('mkdir -p -- "$1" "$2"'), script);
-  assert.ok(script!.includes("systemctl is-system-running"), script);
-  assert.deepEqual(argv, [
+const IMAGE_JSON: Reply = {
+  stdout: JSON.stringify({
+    fingerprint: FP,
+    properties: { description: "Debian bookworm", os: "debian" },
+    aliases: [{ name: IMAGE }],
+  }),
+};
+
+/** LXD's answers for a local alias that exists. */
+function found(alias = IMAGE): Reply[] {
+  return [{ stdout: JSON.stringify({ name: alias, target: FP }) }, IMAGE_JSON];
+}
+
+const ALIAS_NOT_FOUND: Reply = { code: 1, stderr: "Error: Image alias not found\n" };
+
+const USING_IMAGE = `Using image ${IMAGE}, fingerprint ${FP.slice(0, 12)}: Debian bookworm`;
+
+// --- the calls after the image ------------------------------------------------------
+
+const DELETE = ["delete", "--force", "--", NAME];
+/** The creation request, its JSON body replaced by "<spec>" (see run()). */
+const CREATE = ["query", "--wait", "--request", "POST", "--data", "<spec>", "--", "/1.0/instances"];
+const INSTANCE_GET = ["query", "--wait", "--request", "GET", "--", `/1.0/instances/${NAME}`];
+const START = ["start", "--", NAME];
+
+/** The readiness exec, its script replaced by "<ready>" (see run()). */
+function ready(shell = "bash", builds = "/builds", cache = "/cache"): string[] {
+  return [
     "exec",
     "--force-noninteractive",
     "--",
     NAME,
     "sh",
     "-c",
-    script,
+    "<ready>",
     "lxd-driver-ready",
     builds,
     cache,
-  ]);
+    shell,
+    "git",
+    "gitlab-runner",
+    "update-ca-certificates",
+  ];
 }
 
-Deno.test("prepare() deletes, launches the default image and waits until ready", async () => {
-  await using payload = await payloadFile();
-  const h = harness({ env: jobEnv(payload), script: [INSTANCE_NOT_FOUND, OK, OK] });
-  const from = new Date();
-  await prepare(h.ctx, h.lxd);
-  const to = new Date();
+/** A bookworm-like image with the runner's helper installed. */
+const PROBE_ALL: Reply = { stdout: "has bash\nhas git\nhas gitlab-runner\n" };
+/** A bookworm-like image without gitlab-runner. */
+const PROBE_NO_RUNNER: Reply = { stdout: "has bash\nhas git\n" };
 
-  assert.equal(h.lxc.calls.length, 3, JSON.stringify(h.lxc.calls));
-  assert.deepEqual(h.lxc.calls[0], DELETE);
-  const created = createdLabel(h.lxc.calls[1]!, from, to);
-  assert.deepEqual(h.lxc.calls[1], [
-    "launch",
-    "--profile",
-    "default",
-    ...labelArgs(created),
+/** The calls of a prepare that goes well, from a local alias, without extras. */
+function happyCalls(shell = "bash"): string[][] {
+  return [DELETE, ...localLookup(), CREATE, START, ready(shell)];
+}
+
+/** The replies to happyCalls. */
+function happyReplies(probe: Reply = PROBE_ALL): Reply[] {
+  return [INSTANCE_NOT_FOUND, ...found(), OK, OK, probe];
+}
+
+const PUSH_RUNNER_TO = `${NAME}/usr/local/bin/gitlab-runner`;
+const CA_IN_CONTAINER = "/usr/local/share/ca-certificates/lxd-driver-ca.crt";
+
+function pushRunner(hostPath: string): string[] {
+  return ["file", "push", "--create-dirs", "--mode", "0755", "--", hostPath, PUSH_RUNNER_TO];
+}
+
+function pushCa(hostPath: string): string[] {
+  return [
+    "file",
+    "push",
+    "--create-dirs",
+    "--mode",
+    "0644",
     "--",
-    "images:debian/12",
-    NAME,
-  ]);
-  readyCall(h.lxc.calls[2], "/builds", "/cache");
+    hostPath,
+    `${NAME}${CA_IN_CONTAINER}`,
+  ];
+}
 
-  assert.equal(h.lines[0], `Launching container ${NAME} from image images:debian/12`);
-  assert.match(h.lines[1]!, new RegExp(`^Container ${NAME} is ready \\(`));
-  assert.equal(h.lines.length, 2, h.lines.join("\n"));
+/** The CA exec, its script replaced by "<ca>" (see run()). */
+const CA_EXEC = [
+  "exec",
+  "--force-noninteractive",
+  "--",
+  NAME,
+  "sh",
+  "-c",
+  "<ca>",
+  "lxd-driver-ca",
+  CA_IN_CONTAINER,
+];
+
+const NO_RUNNER_WARNING =
+  "WARNING: the image has no gitlab-runner and none is configured ([helper] gitlab_runner): " +
+  "cache and artifacts are disabled for this job";
+
+// --- running prepare -----------------------------------------------------------------
+
+interface Run {
+  /** The calls, with the creation body, readiness script and CA script replaced by placeholders. */
+  readonly calls: string[][];
+  /** The parsed creation body, if prepare sent one. */
+  readonly spec: InstanceSpec | undefined;
+  /** The value of the created label, checked to be the time of the run. */
+  readonly created: string | undefined;
+  readonly error: unknown;
+}
+
+/** Runs prepare and records what it did; checks the parts replaced by placeholders. */
+async function run(h: Harness): Promise<Run> {
+  const from = Date.now();
+  let error: unknown;
+  try {
+    await prepare(h.ctx, h.lxd);
+  } catch (e) {
+    error = e;
+  }
+  const to = Date.now();
+  let spec: InstanceSpec | undefined;
+  const calls = h.lxc.calls.map((argv) => {
+    const copy = [...argv];
+    const data = copy.indexOf("--data");
+    if (copy[0] === "query" && data >= 0) {
+      assert.equal(spec, undefined, "one creation request");
+      spec = JSON.parse(copy[data + 1]!) as InstanceSpec;
+      copy[data + 1] = "<spec>";
+    }
+    if (copy[0] === "exec" && copy[4] === "sh" && copy[5] === "-c") {
+      const script = copy[6]!;
+      if (copy[7] === "lxd-driver-ready") {
+        assert.ok(script.includes('mkdir -p -- "$1" "$2"'), script);
+        assert.ok(script.includes("systemctl is-system-running"), script);
+        assert.ok(script.includes('echo "has $tool"'), script);
+        copy[6] = "<ready>";
+      } else if (copy[7] === "lxd-driver-ca") {
+        assert.ok(script.includes("update-ca-certificates"), script);
+        assert.ok(script.includes('cat "$1" >> /etc/ssl/certs/ca-certificates.crt'), script);
+        copy[6] = "<ca>";
+      }
+    }
+    return copy;
+  });
+  let created: string | undefined;
+  if (spec) {
+    created = spec.config["user.lxd-driver.created"];
+    assert.ok(created, JSON.stringify(spec.config));
+    assert.match(created, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    const time = Date.parse(created);
+    assert.ok(time >= from && time <= to, `${created} not within the run`);
+  }
+  assert.deepEqual(h.lxc.otherCliCalls, []);
+  return { calls, spec, created, error };
+}
+
+/** Runs prepare, which must succeed. */
+async function succeeded(h: Harness): Promise<Run> {
+  const result = await run(h);
+  if (result.error !== undefined) throw result.error;
+  return result;
+}
+
+/** Runs prepare, which must fail with an instance of `kind`. */
+async function failed<T>(
+  h: Harness,
+  kind: abstract new (...args: never[]) => T,
+): Promise<Run & { error: T }> {
+  const result = await run(h);
+  assert.ok(
+    result.error instanceof kind,
+    `expected a ${kind.name}, got ${result.error}\n${h.lines.join("\n")}`,
+  );
+  return result as Run & { error: T };
+}
+
+interface SpecParts {
+  readonly config?: Record<string, string>;
+  readonly devices?: Record<string, Record<string, string>>;
+  readonly profiles?: string[];
+  readonly ephemeral?: boolean;
+  /** The host label: `[lxd] host_id`, by default the host name. */
+  readonly host?: string;
+}
+
+/** The creation body for job 42 of project 7 on runner 3, labelled `created`. */
+function expectedSpec(created: string | undefined, parts: SpecParts = {}): InstanceSpec {
+  assert.ok(created);
+  return {
+    name: NAME,
+    type: "container",
+    source: { type: "image", fingerprint: FP },
+    profiles: parts.profiles ?? ["default"],
+    ephemeral: parts.ephemeral ?? false,
+    config: {
+      "user.lxd-driver.managed": "true",
+      "user.lxd-driver.host": parts.host ?? Deno.hostname(),
+      "user.lxd-driver.runner-id": "3",
+      "user.lxd-driver.project-id": "7",
+      "user.lxd-driver.job-id": "42",
+      "user.lxd-driver.created": created,
+      ...parts.config,
+    },
+    devices: parts.devices ?? {},
+  };
+}
+
+/** A harness for job 42 with `env` added to its environment. */
+async function jobHarness(
+  options: Omit<HarnessOptions, "env"> & { env?: Record<string, string> },
+): Promise<Harness & AsyncDisposable> {
+  const payload = await payloadFile();
+  const h = harness({ ...options, env: jobEnv(payload, options.env ?? {}) });
+  return { ...h, [Symbol.asyncDispose]: () => payload[Symbol.asyncDispose]() };
+}
+
+/** A temporary directory, removed when disposed. */
+async function tempDir(): Promise<{ path: string } & AsyncDisposable> {
+  const path = await Deno.makeTempDir({ prefix: "lxd-driver-prepare-test-" });
+  return { path, [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }) };
+}
+
+function assertReadyLine(line: string | undefined): void {
+  assert.match(line ?? "", new RegExp(`^Container ${NAME} is ready \\(\\d+(ms|\\.\\ds)\\)$`));
+}
+
+// --- the happy paths --------------------------------------------------------------------
+
+Deno.test("prepare() creates the container from the image's fingerprint, starts it and waits until ready", async () => {
+  await using h = await jobHarness({ settings: LOCAL_DEFAULT, script: happyReplies() });
+  const { calls, spec, created } = await succeeded(h);
+
+  assert.deepEqual(calls, happyCalls());
+  assert.deepEqual(spec, expectedSpec(created));
+  assert.equal(h.lines.length, 3, h.lines.join("\n"));
+  assert.equal(h.lines[0], USING_IMAGE);
+  assert.equal(h.lines[1], `Creating container ${NAME}`);
+  assertReadyLine(h.lines[2]);
   assert.deepEqual(h.written, []);
 });
 
-Deno.test("prepare() passes profiles, storage pool, ephemeral and the job's image", async () => {
-  await using payload = await payloadFile();
-  const h = harness({
-    env: jobEnv(payload, { CUSTOM_ENV_CI_JOB_IMAGE: "lxd-driver-test/bookworm" }),
+Deno.test("prepare() resolves the default remote image before creating the container", async () => {
+  await using h = await jobHarness({
+    script: [
+      INSTANCE_NOT_FOUND,
+      { stdout: `Fingerprint: ${FP}\nSize: 90.12MB\nProperties:\n    description: Debian 12\n` },
+      IMAGE_JSON,
+      OK,
+      OK,
+      PROBE_ALL,
+    ],
+  });
+  const { calls, spec, created } = await succeeded(h);
+
+  assert.deepEqual(calls, [
+    DELETE,
+    ["image", "info", "--", "images:debian/12"],
+    ["query", "--", `/1.0/images/${FP}`],
+    CREATE,
+    START,
+    ready(),
+  ]);
+  assert.deepEqual(spec, expectedSpec(created));
+  assert.equal(
+    h.lines[0],
+    `Using image images:debian/12, fingerprint ${FP.slice(0, 12)}: Debian bookworm`,
+  );
+});
+
+Deno.test("prepare() passes profiles, storage pool, ephemeral, the job's image, dirs and shell", async () => {
+  await using h = await jobHarness({
+    env: { CUSTOM_ENV_CI_JOB_IMAGE: "lxd-driver-test/trixie" },
     settings: `
 [image]
+default = "${IMAGE}"
 allowed = ["lxd-driver-test/*"]
 [instance]
 profiles = ["default", "ci"]
 storage_pool = "fast"
 ephemeral = true
 [job]
+shell = "sh"
 builds_dir = "/srv/builds"
 cache_dir = "/srv/cache"
 `,
-    script: [INSTANCE_NOT_FOUND, OK, OK],
+    script: [
+      INSTANCE_NOT_FOUND,
+      ...found("lxd-driver-test/trixie"),
+      OK,
+      OK,
+      { stdout: "has sh\nhas git\nhas gitlab-runner\n" },
+    ],
   });
-  const from = new Date();
-  await prepare(h.ctx, h.lxd);
-  const to = new Date();
+  const { calls, spec, created } = await succeeded(h);
 
-  assert.equal(h.lxc.calls.length, 3);
-  assert.deepEqual(h.lxc.calls[0], DELETE);
-  const created = createdLabel(h.lxc.calls[1]!, from, to);
-  assert.deepEqual(h.lxc.calls[1], [
-    "launch",
-    "--profile",
-    "default",
-    "--profile",
-    "ci",
-    "--storage",
-    "fast",
-    "--ephemeral",
-    ...labelArgs(created),
-    "--",
-    "lxd-driver-test/bookworm",
-    NAME,
+  assert.deepEqual(calls, [
+    DELETE,
+    ...localLookup("lxd-driver-test/trixie"),
+    CREATE,
+    START,
+    ready("sh", "/srv/builds", "/srv/cache"),
   ]);
-  readyCall(h.lxc.calls[2], "/srv/builds", "/srv/cache");
-});
-
-Deno.test("prepare() launches with --no-profiles when no profile is configured", async () => {
-  await using payload = await payloadFile();
-  const h = harness({
-    env: jobEnv(payload),
-    settings: "[instance]\nprofiles = []\n",
-    script: [INSTANCE_NOT_FOUND, OK, OK],
-  });
-  const from = new Date();
-  await prepare(h.ctx, h.lxd);
-  const created = createdLabel(h.lxc.calls[1]!, from, new Date());
-  assert.deepEqual(h.lxc.calls[1], [
-    "launch",
-    "--no-profiles",
-    ...labelArgs(created),
-    "--",
-    "images:debian/12",
-    NAME,
-  ]);
-});
-
-Deno.test("prepare() runs the configured cli", async () => {
-  await using payload = await payloadFile();
-  const h = harness({
-    env: jobEnv(payload),
-    settings: '[lxd]\ncli = "incus"\n',
-    script: [INSTANCE_NOT_FOUND, OK, OK],
-  });
-  await prepare(h.ctx, h.lxd);
-  assert.equal(h.lxc.calls.length, 3);
-  assert.deepEqual(h.lxc.calls[0], DELETE);
-  assert.deepEqual(h.lxc.otherCliCalls, []);
-});
-
-Deno.test("prepare() rejects a disallowed image without any lxc call", async () => {
-  await using payload = await payloadFile();
-  for (const image of ["--privileged", "-c", "evil/x", "$(id)", "a b", "../x"]) {
-    const h = harness({
-      env: jobEnv(payload, { CUSTOM_ENV_CI_JOB_IMAGE: image }),
-      settings: '[image]\nallowed = ["lxd-driver-test/*"]\n',
-      script: [OK, OK, OK],
-    });
-    await assert.rejects(prepare(h.ctx, h.lxd), BuildFailure, image);
-    assert.deepEqual(h.lxc.calls, [], image);
-  }
-});
-
-Deno.test("prepare() warns when it deletes a leftover container", async () => {
-  await using payload = await payloadFile();
-  const h = harness({ env: jobEnv(payload), script: [OK, OK, OK] });
-  await prepare(h.ctx, h.lxd);
-  assert.equal(h.lxc.calls.length, 3);
-  assert.ok(
-    h.lines.includes(`WARNING: deleted a leftover container named ${NAME}`),
-    h.lines.join("\n"),
+  assert.deepEqual(
+    spec,
+    expectedSpec(created, {
+      profiles: ["default", "ci"],
+      ephemeral: true,
+      devices: { root: { type: "disk", path: "/", pool: "fast" } },
+    }),
+  );
+  assert.equal(
+    h.lines[0],
+    `Using image lxd-driver-test/trixie, fingerprint ${FP.slice(0, 12)}: Debian bookworm`,
   );
 });
 
-Deno.test("prepare() deletes the container and reports a system failure when launch fails", async () => {
-  await using payload = await payloadFile();
-  const h = harness({
-    env: jobEnv(payload),
+Deno.test("prepare() creates the container without profiles when none is configured", async () => {
+  await using h = await jobHarness({
+    settings: `${LOCAL_DEFAULT}[instance]\nprofiles = []\n`,
+    script: happyReplies(),
+  });
+  const { calls, spec, created } = await succeeded(h);
+  assert.deepEqual(calls, happyCalls());
+  assert.deepEqual(spec, expectedSpec(created, { profiles: [] }));
+});
+
+Deno.test("prepare() labels the container with [lxd] host_id", async () => {
+  await using h = await jobHarness({
+    settings: `${LOCAL_DEFAULT}[lxd]\nhost_id = "runner-host-2"\n`,
+    script: happyReplies(),
+  });
+  const { calls, spec, created } = await succeeded(h);
+  assert.deepEqual(calls, happyCalls());
+  assert.deepEqual(spec, expectedSpec(created, { host: "runner-host-2" }));
+});
+
+Deno.test("prepare() maps the job's image through [image.aliases], logging both names", async () => {
+  await using h = await jobHarness({
+    env: { CUSTOM_ENV_CI_JOB_IMAGE: "debian:12" },
+    settings: `
+[image]
+default = "${IMAGE}"
+allowed = ["debian:*"]
+[image.aliases]
+"debian:12" = "${IMAGE}"
+`,
+    script: happyReplies(),
+  });
+  const { calls, spec, created } = await succeeded(h);
+  assert.deepEqual(calls, happyCalls());
+  assert.deepEqual(spec, expectedSpec(created));
+  assert.equal(
+    h.lines[0],
+    `Using image debian:12 (${IMAGE}), fingerprint ${FP.slice(0, 12)}: Debian bookworm`,
+  );
+});
+
+Deno.test("prepare() maps the default image through [image.aliases] too", async () => {
+  await using h = await jobHarness({
+    settings: `[image]\ndefault = "bookworm"\n[image.aliases]\nbookworm = "${IMAGE}"\n`,
+    script: happyReplies(),
+  });
+  const { calls } = await succeeded(h);
+  assert.deepEqual(calls, happyCalls());
+  assert.equal(
+    h.lines[0],
+    `Using image bookworm (${IMAGE}), fingerprint ${FP.slice(0, 12)}: Debian bookworm`,
+  );
+});
+
+Deno.test("prepare() sets the [limits] in the container's config", async () => {
+  await using h = await jobHarness({
+    settings: `${LOCAL_DEFAULT}[limits]\ncpu = 2\nmemory = "4GiB"\nprocesses = 1000\n`,
+    script: happyReplies(),
+  });
+  const { calls, spec, created } = await succeeded(h);
+  assert.deepEqual(calls, happyCalls());
+  assert.deepEqual(
+    spec,
+    expectedSpec(created, {
+      config: { "limits.cpu": "2", "limits.memory": "4GiB", "limits.processes": "1000" },
+    }),
+  );
+});
+
+Deno.test("prepare() sets the job's LXD_CPU and LXD_MEMORY requests over the defaults", async () => {
+  await using h = await jobHarness({
+    env: { CUSTOM_ENV_LXD_CPU: "4", CUSTOM_ENV_LXD_MEMORY: "8GiB" },
+    settings: `${LOCAL_DEFAULT}[limits]
+cpu = 2
+memory = "2GiB"
+processes = 500
+max_cpu = 8
+max_memory = "16GiB"
+`,
+    script: happyReplies(),
+  });
+  const { calls, spec, created } = await succeeded(h);
+  assert.deepEqual(calls, happyCalls());
+  assert.deepEqual(
+    spec,
+    expectedSpec(created, {
+      config: { "limits.cpu": "4", "limits.memory": "8GiB", "limits.processes": "500" },
+    }),
+  );
+});
+
+Deno.test("prepare() allows nesting with [instance] nesting", async () => {
+  await using h = await jobHarness({
+    settings: `${LOCAL_DEFAULT}[instance]\nnesting = true\n`,
+    script: happyReplies(),
+  });
+  const { spec, created } = await succeeded(h);
+  assert.deepEqual(spec, expectedSpec(created, { config: { "security.nesting": "true" } }));
+});
+
+Deno.test("prepare() creates a privileged container with privileged and allow_privileged", async () => {
+  await using h = await jobHarness({
+    settings: `${LOCAL_DEFAULT}[instance]\nprivileged = true\nallow_privileged = true\n`,
+    script: happyReplies(),
+  });
+  const { spec, created } = await succeeded(h);
+  assert.deepEqual(spec, expectedSpec(created, { config: { "security.privileged": "true" } }));
+
+  await using unprivileged = await jobHarness({
+    settings: `${LOCAL_DEFAULT}[instance]\nallow_privileged = true\n`,
+    script: happyReplies(),
+  });
+  const other = await succeeded(unprivileged);
+  assert.deepEqual(other.spec, expectedSpec(other.created));
+});
+
+Deno.test("prepare() sizes the root disk in the configured storage pool", async () => {
+  await using h = await jobHarness({
+    settings: `${LOCAL_DEFAULT}[instance]\nstorage_pool = "fast"\n[limits]\ndisk = "20GiB"\n`,
+    script: happyReplies(),
+  });
+  const { calls, spec, created } = await succeeded(h);
+  assert.deepEqual(calls, happyCalls(), "no profile lookup");
+  assert.deepEqual(
+    spec,
+    expectedSpec(created, {
+      devices: { root: { type: "disk", path: "/", pool: "fast", size: "20GiB" } },
+    }),
+  );
+});
+
+function profile(name: string, devices: Record<string, Record<string, string>>): Reply {
+  return { stdout: JSON.stringify({ name, config: {}, devices }) };
+}
+
+const NIC = { type: "nic", network: "lxdbr0", name: "eth0" };
+
+Deno.test("prepare() sizes the root disk in the pool of the profiles' root disk", async () => {
+  await using h = await jobHarness({
+    settings: `${LOCAL_DEFAULT}[limits]\ndisk = "20GiB"\n`,
     script: [
       INSTANCE_NOT_FOUND,
-      { code: 1, stderr: "Error: Failed instance creation: No space left on device\n" },
+      ...found(),
+      profile("default", { eth0: NIC, root: { type: "disk", path: "/", pool: "default" } }),
+      OK,
+      OK,
+      PROBE_ALL,
+    ],
+  });
+  const { calls, spec, created } = await succeeded(h);
+  assert.deepEqual(calls, [
+    DELETE,
+    ...localLookup(),
+    ["query", "--wait", "--request", "GET", "--", "/1.0/profiles/default"],
+    CREATE,
+    START,
+    ready(),
+  ]);
+  assert.deepEqual(
+    spec,
+    expectedSpec(created, {
+      devices: { root: { type: "disk", path: "/", pool: "default", size: "20GiB" } },
+    }),
+  );
+});
+
+Deno.test("prepare() takes the root disk pool of the last profile that has one", async () => {
+  await using h = await jobHarness({
+    settings: `${LOCAL_DEFAULT}[instance]\nprofiles = ["default", "ssd", "net"]\n` +
+      `[limits]\ndisk = "10GB"\n`,
+    script: [
+      INSTANCE_NOT_FOUND,
+      ...found(),
+      profile("default", { eth0: NIC, root: { type: "disk", path: "/", pool: "default" } }),
+      profile("ssd", { disk: { type: "disk", path: "/", pool: "ssd" } }),
+      profile("net", { eth0: NIC, data: { type: "disk", path: "/data", pool: "big" } }),
+      OK,
+      OK,
+      PROBE_ALL,
+    ],
+  });
+  const { calls, spec, created } = await succeeded(h);
+  assert.deepEqual(calls, [
+    DELETE,
+    ...localLookup(),
+    ["query", "--wait", "--request", "GET", "--", "/1.0/profiles/default"],
+    ["query", "--wait", "--request", "GET", "--", "/1.0/profiles/ssd"],
+    ["query", "--wait", "--request", "GET", "--", "/1.0/profiles/net"],
+    CREATE,
+    START,
+    ready(),
+  ]);
+  assert.deepEqual(
+    spec,
+    expectedSpec(created, {
+      profiles: ["default", "ssd", "net"],
+      devices: { root: { type: "disk", path: "/", pool: "ssd", size: "10GB" } },
+    }),
+  );
+});
+
+Deno.test("prepare() leaves the pool to LXD when no profile has a root disk", async () => {
+  await using h = await jobHarness({
+    settings: `${LOCAL_DEFAULT}[limits]\ndisk = "20GiB"\n`,
+    script: [INSTANCE_NOT_FOUND, ...found(), profile("default", { eth0: NIC }), OK, OK, PROBE_ALL],
+  });
+  const { spec, created } = await succeeded(h);
+  assert.deepEqual(
+    spec,
+    expectedSpec(created, { devices: { root: { type: "disk", path: "/", size: "20GiB" } } }),
+  );
+});
+
+/** LXD's idmap for an unprivileged container whose root is host uid and gid 1000000. */
+const IDMAP = JSON.stringify([
+  { Isuid: true, Isgid: false, Hostid: 1000000, Nsid: 0, Maprange: 1000000000 },
+  { Isuid: false, Isgid: true, Hostid: 1000000, Nsid: 0, Maprange: 1000000000 },
+]);
+
+const INSTANCE_JSON: Reply = {
+  stdout: JSON.stringify({
+    name: NAME,
+    status: "Stopped",
+    config: { "volatile.idmap.next": IDMAP, "user.lxd-driver.managed": "true" },
+    devices: {},
+  }),
+};
+
+Deno.test({
+  name: "prepare() mounts the project's host cache directory, owned by the container's root",
+  // Giving the directory to the container's root needs the host's root.
+  ignore: Deno.uid() !== 0,
+  fn: async () => {
+    for (const perSlot of [false, true]) {
+      await using dir = await tempDir();
+      await using h = await jobHarness({
+        settings:
+          `${LOCAL_DEFAULT}[cache]\nhost_dir = "${dir.path}/cache/"\nper_slot = ${perSlot}\n`,
+        script: [INSTANCE_NOT_FOUND, ...found(), OK, INSTANCE_JSON, OK, PROBE_ALL],
+      });
+      const { calls, spec, created } = await succeeded(h);
+      const source = `${dir.path}/cache/${perSlot ? "7-slot-1" : "7"}`;
+
+      assert.deepEqual(calls, [DELETE, ...localLookup(), CREATE, INSTANCE_GET, START, ready()]);
+      assert.deepEqual(
+        spec,
+        expectedSpec(created, {
+          devices: { "lxd-driver-cache": { type: "disk", source, path: "/cache" } },
+        }),
+      );
+      const info = await Deno.lstat(source);
+      assert.ok(info.isDirectory);
+      assert.deepEqual([info.uid, info.gid], [1000000, 1000000]);
+      assert.equal((await Deno.lstat(`${dir.path}/cache`)).uid, 0, "host_dir stays root's");
+    }
+  },
+});
+
+Deno.test("prepare() refuses a cache directory that is a symlink, before creating anything", async () => {
+  await using dir = await tempDir();
+  await Deno.mkdir(`${dir.path}/cache`);
+  await Deno.symlink("/etc", `${dir.path}/cache/7`);
+  await using h = await jobHarness({
+    settings: `${LOCAL_DEFAULT}[cache]\nhost_dir = "${dir.path}/cache"\n`,
+    script: [INSTANCE_NOT_FOUND, ...found(), OK, OK, OK, OK],
+  });
+  const { calls, error } = await failed(h, SystemFailure);
+  assert.ok(!(error instanceof BuildFailure));
+  assert.match(error.message, /is not a plain directory/);
+  assert.deepEqual(calls, [DELETE, ...localLookup()]);
+});
+
+Deno.test("prepare() deletes the container when the cache directory cannot be given to its root", async () => {
+  await using dir = await tempDir();
+  await using h = await jobHarness({
+    settings: `${LOCAL_DEFAULT}[cache]\nhost_dir = "${dir.path}/cache"\n`,
+    script: [
+      INSTANCE_NOT_FOUND,
+      ...found(),
+      OK,
+      { code: 1, stderr: "Error: Instance not found\n" },
+      OK,
+    ],
+  });
+  const { calls, error } = await failed(h, LxdError);
+  assert.match(error.message, /Instance not found/);
+  assert.deepEqual(calls, [DELETE, ...localLookup(), CREATE, INSTANCE_GET, DELETE]);
+});
+
+// --- what the job may not do ------------------------------------------------------------
+
+Deno.test("prepare() rejects a disallowed image without any lxc call", async () => {
+  for (
+    const image of ["--privileged", "-c", "evil/x", "$(id)", "a b", "../x", "images:debian/12"]
+  ) {
+    await using h = await jobHarness({
+      env: { CUSTOM_ENV_CI_JOB_IMAGE: image },
+      settings: `[image]\ndefault = "${IMAGE}"\nallowed = ["lxd-driver-test/*"]\n`,
+      script: happyReplies(),
+    });
+    const { calls, error } = await failed(h, BuildFailure);
+    assert.ok(error.message.includes(JSON.stringify(image)), error.message);
+    assert.deepEqual(calls, [], image);
+  }
+});
+
+Deno.test("prepare() checks the name the job wrote, not what [image.aliases] maps it to", async () => {
+  await using h = await jobHarness({
+    env: { CUSTOM_ENV_CI_JOB_IMAGE: "debian:12" },
+    settings: `
+[image]
+default = "${IMAGE}"
+allowed = ["lxd-driver-test/*"]
+[image.aliases]
+"debian:12" = "lxd-driver-test/bookworm"
+`,
+    script: happyReplies(),
+  });
+  const { calls, error } = await failed(h, BuildFailure);
+  assert.match(error.message, /image "debian:12" is not allowed on this runner/);
+  assert.deepEqual(calls, []);
+});
+
+Deno.test("prepare() refuses a resource request over the limits without any lxc call", async () => {
+  const cases: [Record<string, string>, string][] = [
+    [{ CUSTOM_ENV_LXD_CPU: "9" }, "LXD_CPU asks for more than this runner's maximum of 8 CPUs"],
+    [
+      { CUSTOM_ENV_LXD_MEMORY: "32GiB" },
+      "LXD_MEMORY asks for more than this runner's maximum of 16GiB",
+    ],
+    [{ CUSTOM_ENV_LXD_CPU: "1; x" }, "LXD_CPU must be a whole number of CPUs from 1 to 8"],
+    [
+      { CUSTOM_ENV_LXD_CPU: "2", CUSTOM_ENV_LXD_MEMORY: "lots" },
+      'LXD_MEMORY must be a size such as "2GiB" or "512MiB", at most 16GiB',
+    ],
+  ];
+  for (const [env, message] of cases) {
+    await using h = await jobHarness({
+      env,
+      settings: `${LOCAL_DEFAULT}[limits]\nmax_cpu = 8\nmax_memory = "16GiB"\n`,
+      script: happyReplies(),
+    });
+    const { calls, error } = await failed(h, BuildFailure);
+    assert.equal(error.message, message);
+    assert.deepEqual(calls, []);
+  }
+});
+
+Deno.test("prepare() refuses a resource request when the runner allows none", async () => {
+  await using h = await jobHarness({
+    env: { CUSTOM_ENV_LXD_CPU: "2" },
+    settings: `${LOCAL_DEFAULT}[limits]\ncpu = 1\n`,
+    script: happyReplies(),
+  });
+  const { calls, error } = await failed(h, BuildFailure);
+  assert.match(error.message, /\[limits\] max_cpu/);
+  assert.deepEqual(calls, []);
+});
+
+// --- images that do not exist -------------------------------------------------------------
+
+Deno.test("prepare() makes a missing job-chosen image a build failure", async () => {
+  await using h = await jobHarness({
+    env: { CUSTOM_ENV_CI_JOB_IMAGE: "lxd-driver-test/missing" },
+    settings: `[image]\ndefault = "${IMAGE}"\nallowed = ["lxd-driver-test/*"]\n`,
+    script: [INSTANCE_NOT_FOUND, ALIAS_NOT_FOUND, OK],
+  });
+  const { calls, error } = await failed(h, BuildFailure);
+  assert.equal(
+    error.message,
+    `image "lxd-driver-test/missing" does not exist on this runner's LXD (lxd-driver-test/missing)`,
+  );
+  assert.deepEqual(calls, [DELETE, localLookup("lxd-driver-test/missing")[0]]);
+});
+
+Deno.test("prepare() names the job's image and its mapping when the mapped image is missing", async () => {
+  await using h = await jobHarness({
+    env: { CUSTOM_ENV_CI_JOB_IMAGE: "debian:13" },
+    settings: `
+[image]
+default = "${IMAGE}"
+allowed = ["debian:*"]
+[image.aliases]
+"debian:13" = "images:debian/13"
+`,
+    script: [INSTANCE_NOT_FOUND, IMAGE_NOT_FOUND, OK],
+  });
+  const { calls, error } = await failed(h, BuildFailure);
+  assert.equal(
+    error.message,
+    `image "debian:13" does not exist on this runner's LXD (images:debian/13)`,
+  );
+  assert.deepEqual(calls, [DELETE, ["image", "info", "--", "images:debian/13"]]);
+});
+
+Deno.test("prepare() makes a missing default image a system failure", async () => {
+  const cases: [string, Record<string, string>, Reply[], string[][]][] = [
+    [LOCAL_DEFAULT, {}, [ALIAS_NOT_FOUND], [localLookup()[0]!]],
+    [LOCAL_DEFAULT, { CUSTOM_ENV_CI_JOB_IMAGE: IMAGE }, [ALIAS_NOT_FOUND], [localLookup()[0]!]],
+    ["", {}, [IMAGE_NOT_FOUND], [["image", "info", "--", "images:debian/12"]]],
+    [
+      "",
+      { CUSTOM_ENV_CI_JOB_IMAGE: "images:debian/12" },
+      [IMAGE_NOT_FOUND],
+      [["image", "info", "--", "images:debian/12"]],
+    ],
+  ];
+  for (const [settings, env, replies, lookup] of cases) {
+    await using h = await jobHarness({ settings, env, script: [INSTANCE_NOT_FOUND, ...replies] });
+    const { calls, error } = await failed(h, SystemFailure);
+    assert.ok(!(error instanceof BuildFailure), error.message);
+    assert.match(error.message, /not found/i);
+    assert.deepEqual(calls, [DELETE, ...lookup]);
+  }
+});
+
+Deno.test("prepare() keeps an LXD outage during the image lookup a system failure", async () => {
+  await using h = await jobHarness({
+    env: { CUSTOM_ENV_CI_JOB_IMAGE: "lxd-driver-test/trixie" },
+    settings: `[image]\ndefault = "${IMAGE}"\nallowed = ["lxd-driver-test/*"]\n`,
+    script: [INSTANCE_NOT_FOUND, LXD_DOWN],
+  });
+  const { calls, error } = await failed(h, LxdError);
+  assert.ok(!(error instanceof BuildFailure));
+  assert.equal(error.unreachable, true);
+  assert.deepEqual(calls, [DELETE, localLookup("lxd-driver-test/trixie")[0]]);
+});
+
+// --- failures after creation delete the container -----------------------------------------
+
+Deno.test("prepare() deletes the container and reports the error when creation fails", async () => {
+  await using h = await jobHarness({
+    settings: LOCAL_DEFAULT,
+    script: [
+      INSTANCE_NOT_FOUND,
+      ...found(),
+      { code: 1, stderr: "Error: Failed creating instance record: No space left on device\n" },
       INSTANCE_NOT_FOUND,
     ],
   });
-  await assert.rejects(prepare(h.ctx, h.lxd), (error: unknown) => {
-    assert.ok(error instanceof SystemFailure);
-    assert.ok(error instanceof LxdError);
-    assert.match(error.message, /No space left on device/);
-    return true;
-  });
-  assert.equal(h.lxc.calls.length, 3);
-  assert.deepEqual(h.lxc.calls[0], DELETE);
-  assert.equal(h.lxc.calls[1]![0], "launch");
-  assert.deepEqual(h.lxc.calls[2], DELETE);
+  const { calls, error } = await failed(h, LxdError);
+  assert.ok(error instanceof SystemFailure);
+  assert.match(error.message, /No space left on device/);
+  assert.deepEqual(calls, [DELETE, ...localLookup(), CREATE, DELETE]);
+  assert.ok(!h.lines.some((line) => line.startsWith("WARNING")), h.lines.join("\n"));
 });
 
-Deno.test("prepare() reports the launch error even when the delete after it fails", async () => {
-  await using payload = await payloadFile();
-  const h = harness({
-    env: jobEnv(payload),
-    script: [INSTANCE_NOT_FOUND, { code: 1, stderr: "Error: boom\n" }, LXD_DOWN],
+Deno.test("prepare() reports the creation error even when the delete after it fails", async () => {
+  await using h = await jobHarness({
+    settings: LOCAL_DEFAULT,
+    script: [INSTANCE_NOT_FOUND, ...found(), { code: 1, stderr: "Error: boom\n" }, LXD_DOWN],
   });
-  await assert.rejects(prepare(h.ctx, h.lxd), (error: unknown) => {
-    assert.ok(error instanceof LxdError);
-    assert.match(error.message, /^launch --profile failed: boom$/);
-    return true;
-  });
-  assert.equal(h.lxc.calls.length, 3);
+  const { calls, error } = await failed(h, LxdError);
+  assert.match(error.message, /boom/);
+  assert.deepEqual(calls, [DELETE, ...localLookup(), CREATE, DELETE]);
   assert.ok(
     h.lines.some((line) => line.startsWith(`WARNING: could not delete container ${NAME}: `)),
     h.lines.join("\n"),
   );
 });
 
-Deno.test("prepare() makes a missing job-requested image a build failure", async () => {
-  await using payload = await payloadFile();
-  const h = harness({
-    env: jobEnv(payload, { CUSTOM_ENV_CI_JOB_IMAGE: "lxd-driver-test/missing" }),
-    settings: '[image]\nallowed = ["lxd-driver-test/*"]\n',
-    script: [INSTANCE_NOT_FOUND, IMAGE_NOT_FOUND, INSTANCE_NOT_FOUND],
+Deno.test("prepare() deletes the container when it does not start", async () => {
+  await using h = await jobHarness({
+    settings: LOCAL_DEFAULT,
+    script: [
+      INSTANCE_NOT_FOUND,
+      ...found(),
+      OK,
+      { code: 1, stderr: "Error: Failed to run: forkstart\n" },
+      OK,
+    ],
   });
-  await assert.rejects(prepare(h.ctx, h.lxd), (error: unknown) => {
-    assert.ok(error instanceof BuildFailure);
-    assert.ok(error.message.includes('"lxd-driver-test/missing"'), error.message);
-    return true;
-  });
-  assert.deepEqual(h.lxc.calls.map((argv) => argv[0]), ["delete", "launch", "delete"]);
-  assert.deepEqual(h.lxc.calls[2], DELETE);
-});
-
-Deno.test("prepare() makes a missing default image a system failure", async () => {
-  await using payload = await payloadFile();
-  for (const requested of [undefined, "images:debian/12"]) {
-    const env = requested === undefined
-      ? jobEnv(payload)
-      : jobEnv(payload, { CUSTOM_ENV_CI_JOB_IMAGE: requested });
-    const h = harness({ env, script: [INSTANCE_NOT_FOUND, IMAGE_NOT_FOUND, INSTANCE_NOT_FOUND] });
-    await assert.rejects(prepare(h.ctx, h.lxd), (error: unknown) => {
-      assert.ok(error instanceof SystemFailure, String(requested));
-      assert.ok(!(error instanceof BuildFailure));
-      return true;
-    });
-    assert.deepEqual(h.lxc.calls.map((argv) => argv[0]), ["delete", "launch", "delete"]);
-  }
+  const { calls, error } = await failed(h, LxdError);
+  assert.match(error.message, /forkstart/);
+  assert.deepEqual(calls, [DELETE, ...localLookup(), CREATE, START, DELETE]);
 });
 
 Deno.test("prepare() deletes the container when it does not become ready", async () => {
-  await using payload = await payloadFile();
-  const h = harness({
-    env: jobEnv(payload),
+  await using h = await jobHarness({
+    settings: LOCAL_DEFAULT,
     script: [
       INSTANCE_NOT_FOUND,
+      ...found(),
+      OK,
       OK,
       { code: 1, stderr: "Error: Instance is not running\n" },
       OK,
     ],
   });
-  await assert.rejects(prepare(h.ctx, h.lxd), (error: unknown) => {
-    assert.ok(error instanceof SystemFailure);
-    assert.ok(!(error instanceof LxdError));
-    assert.ok(error.message.includes(NAME), error.message);
-    assert.ok(error.message.includes("ready_timeout"), error.message);
-    assert.match(error.message, /Instance is not running/);
-    return true;
-  });
-  assert.deepEqual(h.lxc.calls.map((argv) => argv[0]), ["delete", "launch", "exec", "delete"]);
-  assert.deepEqual(h.lxc.calls[3], DELETE);
+  const { calls, error } = await failed(h, SystemFailure);
+  assert.ok(!(error instanceof LxdError));
+  assert.ok(!(error instanceof BuildFailure));
+  assert.ok(error.message.includes(NAME), error.message);
+  assert.ok(error.message.includes("([instance] ready_timeout)"), error.message);
+  assert.match(error.message, /Instance is not running/);
+  assert.deepEqual(calls, [...happyCalls(), DELETE]);
 });
 
-Deno.test("prepare() gives up on readiness after ready_timeout", async () => {
-  await using payload = await payloadFile();
-  const h = harness({
-    env: jobEnv(payload),
-    settings: '[instance]\nready_timeout = "200ms"\n',
-    script: [INSTANCE_NOT_FOUND, OK, { hang: true }, OK],
+Deno.test("prepare() gives up on readiness after ready_timeout and deletes the container", async () => {
+  await using h = await jobHarness({
+    settings: `${LOCAL_DEFAULT}[instance]\nready_timeout = "200ms"\n`,
+    script: [INSTANCE_NOT_FOUND, ...found(), OK, OK, { hang: true }, OK],
   });
   const started = performance.now();
-  await assert.rejects(prepare(h.ctx, h.lxd), (error: unknown) => {
-    assert.ok(error instanceof SystemFailure);
-    assert.match(error.message, /did not become ready within 200ms \(\[instance\] ready_timeout\)/);
-    return true;
-  });
+  const { calls, error } = await failed(h, SystemFailure);
   assert.ok(performance.now() - started < 5_000);
-  assert.deepEqual(h.lxc.calls.map((argv) => argv[0]), ["delete", "launch", "exec", "delete"]);
+  assert.match(
+    error.message,
+    new RegExp(
+      `^container ${NAME} did not become ready within 200ms \\(\\[instance\\] ready_timeout\\): `,
+    ),
+  );
+  assert.deepEqual(calls, [...happyCalls(), DELETE]);
 });
 
-Deno.test("prepare() fails without launching when LXD is unreachable", async () => {
-  await using payload = await payloadFile();
-  const h = harness({ env: jobEnv(payload), script: [LXD_DOWN] });
-  await assert.rejects(prepare(h.ctx, h.lxd), (error: unknown) => {
-    assert.ok(error instanceof LxdError);
-    assert.equal(error.unreachable, true);
-    assert.match(error.message, /LXD is not reachable/);
-    return true;
+// --- what the image needs -------------------------------------------------------------------
+
+Deno.test("prepare() fails the build and deletes the container when the image has no git", async () => {
+  await using h = await jobHarness({
+    settings: LOCAL_DEFAULT,
+    script: [...happyReplies({ stdout: "has bash\nhas gitlab-runner\n" }), OK],
   });
-  assert.deepEqual(h.lxc.calls, [DELETE]);
+  const { calls, error } = await failed(h, BuildFailure);
+  assert.equal(
+    error.message,
+    `the job's image has no git, which jobs on this runner need ` +
+      `(shell "bash" from [job] shell; git to get the sources)`,
+  );
+  assert.deepEqual(calls, [...happyCalls(), DELETE]);
+});
+
+Deno.test("prepare() names both the shell and git when the image has neither", async () => {
+  await using h = await jobHarness({
+    settings: `${LOCAL_DEFAULT}[job]\nshell = "pwsh"\n`,
+    script: [...happyReplies({ stdout: "has gitlab-runner\n" }), OK],
+  });
+  const { calls, error } = await failed(h, BuildFailure);
+  assert.match(error.message, /^the job's image has no pwsh and no git, /);
+  assert.deepEqual(calls, [...happyCalls("pwsh"), DELETE]);
+});
+
+Deno.test("prepare() needs no git when the job's GIT_STRATEGY is none", async () => {
+  await using h = await jobHarness({
+    env: { CUSTOM_ENV_GIT_STRATEGY: "none" },
+    settings: LOCAL_DEFAULT,
+    script: happyReplies({ stdout: "has bash\nhas gitlab-runner\n" }),
+  });
+  const { calls } = await succeeded(h);
+  assert.deepEqual(calls, happyCalls());
+  assertReadyLine(h.lines.at(-1));
+
+  // The shell is still needed.
+  await using noShell = await jobHarness({
+    env: { CUSTOM_ENV_GIT_STRATEGY: "none" },
+    settings: LOCAL_DEFAULT,
+    script: [...happyReplies({ stdout: "has gitlab-runner\n" }), OK],
+  });
+  const failure = await failed(noShell, BuildFailure);
+  assert.match(failure.error.message, /^the job's image has no bash,/);
+  assert.deepEqual(failure.calls, [...happyCalls(), DELETE]);
+});
+
+Deno.test("prepare() pushes the host's gitlab-runner from PATH when the image has none", async () => {
+  await using dir = await tempDir();
+  await Deno.mkdir(`${dir.path}/empty`);
+  await Deno.mkdir(`${dir.path}/bin`);
+  await Deno.writeTextFile(`${dir.path}/bin/gitlab-runner`, "#!/bin/sh\n");
+  await Deno.chmod(`${dir.path}/bin/gitlab-runner`, 0o755);
+  await using h = await jobHarness({
+    env: { PATH: `${dir.path}/empty:${dir.path}/bin` },
+    settings: LOCAL_DEFAULT,
+    script: [...happyReplies(PROBE_NO_RUNNER), OK],
+  });
+  const { calls } = await succeeded(h);
+  assert.deepEqual(calls, [...happyCalls(), pushRunner(`${dir.path}/bin/gitlab-runner`)]);
+  assert.equal(h.lines.length, 4, h.lines.join("\n"));
+  assert.deepEqual(h.lines.slice(0, 3), [
+    USING_IMAGE,
+    `Creating container ${NAME}`,
+    "Added gitlab-runner to the container for cache and artifacts",
+  ]);
+  assertReadyLine(h.lines[3]);
+});
+
+Deno.test("prepare() pushes the configured gitlab-runner, not the one on PATH", async () => {
+  await using dir = await tempDir();
+  await Deno.writeTextFile(`${dir.path}/gitlab-runner`, "#!/bin/sh\n");
+  await Deno.chmod(`${dir.path}/gitlab-runner`, 0o755);
+  await using h = await jobHarness({
+    env: { PATH: dir.path },
+    settings: `${LOCAL_DEFAULT}[helper]\ngitlab_runner = "/opt/gitlab-runner/gitlab-runner"\n`,
+    script: [...happyReplies(PROBE_NO_RUNNER), OK],
+  });
+  const { calls } = await succeeded(h);
+  assert.deepEqual(calls, [...happyCalls(), pushRunner("/opt/gitlab-runner/gitlab-runner")]);
+});
+
+Deno.test("prepare() pushes nothing when the image has gitlab-runner", async () => {
+  await using dir = await tempDir();
+  await Deno.writeTextFile(`${dir.path}/gitlab-runner`, "#!/bin/sh\n");
+  await Deno.chmod(`${dir.path}/gitlab-runner`, 0o755);
+  await using h = await jobHarness({
+    env: { PATH: dir.path },
+    settings: `${LOCAL_DEFAULT}[helper]\ngitlab_runner = "/opt/gitlab-runner"\n`,
+    script: happyReplies(),
+  });
+  const { calls } = await succeeded(h);
+  assert.deepEqual(calls, happyCalls());
+  assert.ok(!h.lines.some((line) => line.includes("gitlab-runner")), h.lines.join("\n"));
+});
+
+Deno.test("prepare() deletes the container when pushing gitlab-runner fails", async () => {
+  await using h = await jobHarness({
+    settings: `${LOCAL_DEFAULT}[helper]\ngitlab_runner = "/opt/gitlab-runner"\n`,
+    script: [
+      ...happyReplies(PROBE_NO_RUNNER),
+      { code: 1, stderr: "Error: open /opt/gitlab-runner: no such file or directory\n" },
+      OK,
+    ],
+  });
+  const { calls, error } = await failed(h, LxdError);
+  assert.match(error.message, /no such file or directory/);
+  assert.deepEqual(calls, [...happyCalls(), pushRunner("/opt/gitlab-runner"), DELETE]);
+});
+
+Deno.test("prepare() warns once that cache and artifacts are disabled without any gitlab-runner", async () => {
+  await using dir = await tempDir();
+  await Deno.writeTextFile(`${dir.path}/gitlab-runner`, "not executable\n");
+  await Deno.chmod(`${dir.path}/gitlab-runner`, 0o644);
+  for (const env of [{}, { PATH: dir.path }, { PATH: "" }]) {
+    await using h = await jobHarness({
+      env,
+      settings: LOCAL_DEFAULT,
+      script: happyReplies(PROBE_NO_RUNNER),
+    });
+    const { calls } = await succeeded(h);
+    assert.deepEqual(calls, happyCalls());
+    assert.equal(
+      h.lines.filter((line) => line.includes("cache and artifacts are disabled")).length,
+      1,
+      h.lines.join("\n"),
+    );
+    assert.deepEqual(h.lines.slice(0, 3), [
+      USING_IMAGE,
+      `Creating container ${NAME}`,
+      NO_RUNNER_WARNING,
+    ]);
+    assertReadyLine(h.lines[3]);
+  }
+});
+
+Deno.test("prepare() adds the [helper] ca_file to the container's trust store", async () => {
+  await using h = await jobHarness({
+    settings: `${LOCAL_DEFAULT}[helper]\nca_file = "/etc/lxd-driver/ca.pem"\n`,
+    script: [...happyReplies(), OK, OK],
+  });
+  const { calls } = await succeeded(h);
+  assert.deepEqual(calls, [...happyCalls(), pushCa("/etc/lxd-driver/ca.pem"), CA_EXEC]);
+  assert.equal(h.lines[2], "Added the runner's CA certificates to the container's trust store");
+  assertReadyLine(h.lines[3]);
+});
+
+Deno.test("prepare() pushes gitlab-runner before the CA bundle", async () => {
+  await using h = await jobHarness({
+    settings: `${LOCAL_DEFAULT}[helper]\ngitlab_runner = "/opt/gitlab-runner"\n` +
+      `ca_file = "/etc/lxd-driver/ca.pem"\n`,
+    script: [...happyReplies(PROBE_NO_RUNNER), OK, OK, OK],
+  });
+  const { calls } = await succeeded(h);
+  assert.deepEqual(calls, [
+    ...happyCalls(),
+    pushRunner("/opt/gitlab-runner"),
+    pushCa("/etc/lxd-driver/ca.pem"),
+    CA_EXEC,
+  ]);
+});
+
+Deno.test("prepare() deletes the container when adding the CA bundle fails", async () => {
+  await using h = await jobHarness({
+    settings: `${LOCAL_DEFAULT}[helper]\nca_file = "/etc/lxd-driver/ca.pem"\n`,
+    script: [...happyReplies(), OK, { code: 1, stderr: "cat: write error\n" }, OK],
+  });
+  const { calls, error } = await failed(h, SystemFailure);
+  assert.match(error.message, /write error/);
+  assert.deepEqual(calls, [...happyCalls(), pushCa("/etc/lxd-driver/ca.pem"), CA_EXEC, DELETE]);
+});
+
+// --- leftovers, the cli, and what never happens ---------------------------------------------
+
+Deno.test("prepare() warns when it deletes a leftover container", async () => {
+  await using h = await jobHarness({
+    settings: LOCAL_DEFAULT,
+    script: [OK, ...found(), OK, OK, PROBE_ALL],
+  });
+  const { calls } = await succeeded(h);
+  assert.deepEqual(calls, happyCalls());
+  assert.equal(h.lines[0], `WARNING: deleted a leftover container named ${NAME}`);
+  assert.equal(h.lines.filter((line) => line.includes("leftover")).length, 1);
+});
+
+Deno.test("prepare() runs the configured cli", async () => {
+  await using h = await jobHarness({
+    settings: `${LOCAL_DEFAULT}[lxd]\ncli = "incus"\n`,
+    script: happyReplies(),
+  });
+  const { calls } = await succeeded(h);
+  assert.deepEqual(calls, happyCalls());
+});
+
+Deno.test("prepare() fails without creating anything when LXD is unreachable", async () => {
+  await using h = await jobHarness({ settings: LOCAL_DEFAULT, script: [LXD_DOWN] });
+  const { calls, error } = await failed(h, LxdError);
+  assert.equal(error.unreachable, true);
+  assert.match(error.message, /LXD is not reachable/);
+  assert.deepEqual(calls, [DELETE]);
 });
 
 Deno.test("prepare() fails without any lxc call when JOB_RESPONSE_FILE is unset", async () => {
-  const h = harness({ script: [OK, OK, OK] });
-  await assert.rejects(prepare(h.ctx, h.lxd), SystemFailure);
-  assert.deepEqual(h.lxc.calls, []);
+  const h = harness({ settings: LOCAL_DEFAULT, script: happyReplies() });
+  const { calls, error } = await failed(h, SystemFailure);
+  assert.match(error.message, /JOB_RESPONSE_FILE/);
+  assert.deepEqual(calls, []);
 });
 
 Deno.test("prepare() never logs a job variable's value, even with debug on", async () => {
-  await using payload = await payloadFile();
-  const scripts = [
-    [INSTANCE_NOT_FOUND, OK, OK],
-    [OK, OK, OK],
-    [INSTANCE_NOT_FOUND, { code: 1, stderr: "Error: boom\n" }, LXD_DOWN],
-    [INSTANCE_NOT_FOUND, OK, { code: 1, stderr: "Error: nope\n" }, LXD_DOWN],
+  const secrets = {
+    CUSTOM_ENV_SECRET: SECRET,
+    CUSTOM_ENV_CI_JOB_TOKEN: SECRET,
+    CUSTOM_ENV_CI_REGISTRY_PASSWORD: SECRET,
+  };
+  const limits = `[limits]\nmax_cpu = 4\nmax_memory = "4GiB"\n`;
+  const cases: [Record<string, string>, string, Reply[]][] = [
+    [{}, LOCAL_DEFAULT + limits, happyReplies()],
+    [{}, LOCAL_DEFAULT + limits, [OK, ...found(), OK, OK, PROBE_NO_RUNNER]],
+    [{}, LOCAL_DEFAULT + limits, [INSTANCE_NOT_FOUND, ...found(), { code: 1 }, LXD_DOWN]],
+    [{}, LOCAL_DEFAULT + limits, [...happyReplies({ code: 1, stderr: "Error: nope\n" }), LXD_DOWN]],
+    [{}, LOCAL_DEFAULT + limits, [...happyReplies({ stdout: "has bash\n" }), OK]],
+    [{ CUSTOM_ENV_LXD_CPU: SECRET }, LOCAL_DEFAULT + limits, happyReplies()],
+    [{ CUSTOM_ENV_LXD_MEMORY: SECRET }, LOCAL_DEFAULT + limits, happyReplies()],
+    [{ CUSTOM_ENV_LXD_CPU: `9${SECRET}` }, LOCAL_DEFAULT, happyReplies()],
+    [{ CUSTOM_ENV_LXD_MEMORY: `${SECRET}GiB` }, LOCAL_DEFAULT, happyReplies()],
+    [{ CUSTOM_ENV_LXD_CPU: "2", CUSTOM_ENV_LXD_MEMORY: "1GiB" }, LOCAL_DEFAULT + limits, [
+      ...happyReplies(),
+    ]],
   ];
-  for (const script of scripts) {
-    const h = harness({
-      env: jobEnv(payload, { CUSTOM_ENV_SECRET: SECRET, CUSTOM_ENV_CI_JOB_TOKEN: SECRET }),
+  for (const [env, settings, script] of cases) {
+    await using h = await jobHarness({
+      env: { ...secrets, ...env },
+      settings,
       debug: true,
       script,
     });
-    await prepare(h.ctx, h.lxd).catch(() => {});
-    assert.ok(h.lines.some((line) => line.startsWith("[lxd-driver debug] ")), "debug is on");
+    const { error } = await run(h);
+    if (h.lxc.calls.length > 0) {
+      assert.ok(h.lines.some((line) => line.startsWith("[lxd-driver debug] ")), "debug is on");
+    }
     for (const line of h.lines) assert.ok(!line.includes(SECRET), line);
-    for (const argv of h.lxc.calls) assert.ok(!argv.join(" ").includes(SECRET));
+    if (error instanceof Error) assert.ok(!error.message.includes(SECRET), error.message);
+    for (const argv of h.lxc.calls) assert.ok(!argv.join(" ").includes(SECRET), argv.join(" "));
   }
 });

@@ -1,7 +1,14 @@
 /** End-to-end: limits, job requests, security, host caches and job prerequisites, against real LXD. */
 import assert from "node:assert/strict";
 import { Job, runnerScript } from "../runner.ts";
-import { BUSYBOX, exists, instanceConfig, lxdAvailable, settingsFile, uniqueJobId } from "../lxd.ts";
+import {
+  BUSYBOX,
+  exists,
+  instanceConfig,
+  lxdAvailable,
+  settingsFile,
+  uniqueJobId,
+} from "../lxd.ts";
 
 const ignore = !(await lxdAvailable());
 
@@ -12,7 +19,10 @@ interface Options {
   concurrent?: string;
 }
 
-async function withJob(options: Options, fn: (job: Job, name: string) => Promise<void>): Promise<void> {
+async function withJob(
+  options: Options,
+  fn: (job: Job, name: string) => Promise<void>,
+): Promise<void> {
   const jobId = uniqueJobId();
   const job = await Job.create({
     jobId,
@@ -20,7 +30,9 @@ async function withJob(options: Options, fn: (job: Job, name: string) => Promise
     env: { LXD_DRIVER_CONFIG: options.settings },
     variables: { CI_CONCURRENT_PROJECT_ID: options.concurrent ?? "0", ...options.variables },
   });
-  const name = `runner-1-project-${options.projectId ?? 1}-concurrent-${options.concurrent ?? "0"}-job-${jobId}`;
+  const name = `runner-1-project-${options.projectId ?? 1}-concurrent-${
+    options.concurrent ?? "0"
+  }-job-${jobId}`;
   try {
     await fn(job, name);
   } finally {
@@ -108,7 +120,9 @@ Deno.test({
   async fn() {
     const hostDir = await Deno.makeTempDir({ prefix: "lxd-driver-cache-" });
     const settings = await settingsFile(`[cache]\nhost_dir = "${hostDir}"\n`);
-    const write = runnerScript(`echo "$MARK" > /cache/mark; ls -la /cache; ls /cache/.. `, { MARK: "project-1" });
+    const write = runnerScript(`echo "$MARK" > /cache/mark; ls -la /cache; ls /cache/.. `, {
+      MARK: "project-1",
+    });
     await withJob({ settings, projectId: 11 }, async (job) => {
       assert.equal((await job.prepare()).code, 0);
       const run = await job.run(write, "archive_cache");
@@ -125,12 +139,17 @@ Deno.test({
     await withJob({ settings, projectId: 12 }, async (job) => {
       assert.equal((await job.prepare()).code, 0);
       const run = await job.run(
-        runnerScript(`ls -A /cache; test ! -e /cache/mark; find / -xdev -name mark 2>/dev/null | grep . && exit 1; echo isolated`),
+        runnerScript(
+          `ls -A /cache; test ! -e /cache/mark; find / -xdev -name mark 2>/dev/null | grep . && exit 1; echo isolated`,
+        ),
         "restore_cache",
       );
       assert.equal(run.code, 0, run.stdout + run.stderr);
       assert.match(run.stdout, /isolated/);
-      const link = await job.run(runnerScript("ln -s ../11 /cache/evil; cat /cache/evil/mark || echo blocked"), "x");
+      const link = await job.run(
+        runnerScript("ln -s ../11 /cache/evil; cat /cache/evil/mark || echo blocked"),
+        "x",
+      );
       assert.match(link.stdout, /blocked/);
     });
     assert.equal(await Deno.readTextFile(`${hostDir}/11/mark`), "project-1\n");
@@ -138,7 +157,10 @@ Deno.test({
     const perSlot = await settingsFile(`[cache]\nhost_dir = "${hostDir}"\nper_slot = true\n`);
     await withJob({ settings: perSlot, projectId: 11, concurrent: "3" }, async (job) => {
       assert.equal((await job.prepare()).code, 0);
-      const run = await job.run(runnerScript("test ! -e /cache/mark && echo slot > /cache/slot"), "archive_cache");
+      const run = await job.run(
+        runnerScript("test ! -e /cache/mark && echo slot > /cache/slot"),
+        "archive_cache",
+      );
       assert.equal(run.code, 0, run.stdout + run.stderr);
     });
     assert.equal(await Deno.readTextFile(`${hostDir}/11-slot-3/slot`), "slot\n");
@@ -151,22 +173,34 @@ Deno.test({
   ignore,
   async fn() {
     const dir = await Deno.makeTempDir({ prefix: "lxd-driver-helper-" });
-    await Deno.writeTextFile(`${dir}/gitlab-runner`, "#!/bin/sh\necho \"stand-in gitlab-runner $*\"\n", { mode: 0o755 });
+    await Deno.writeTextFile(
+      `${dir}/gitlab-runner`,
+      '#!/bin/sh\necho "stand-in gitlab-runner $*"\n',
+      { mode: 0o755 },
+    );
     const ca = await Deno.readTextFile("/etc/ssl/certs/ca-certificates.crt").catch(() => "");
     const pem = ca.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n/)?.[0];
     assert.ok(pem, "the host has a CA bundle to borrow a certificate from");
     await Deno.writeTextFile(`${dir}/ca.pem`, pem);
-    const settings = await settingsFile(`[helper]\ngitlab_runner = "${dir}/gitlab-runner"\nca_file = "${dir}/ca.pem"\n`);
+    const settings = await settingsFile(
+      `[helper]\ngitlab_runner = "${dir}/gitlab-runner"\nca_file = "${dir}/ca.pem"\n`,
+    );
     await withJob({ settings }, async (job) => {
       const prepare = await job.prepare();
       assert.equal(prepare.code, 0, prepare.stderr);
       assert.match(prepare.stderr, /Added gitlab-runner/);
       const run = await job.run(
-        runnerScript(`gitlab-runner artifacts-uploader; grep -c 'BEGIN CERTIFICATE' /usr/local/share/ca-certificates/lxd-driver-ca.crt; ls /etc/ssl/certs | grep -c lxd-driver-ca`),
+        runnerScript(
+          `gitlab-runner artifacts-uploader; grep -c 'BEGIN CERTIFICATE' /usr/local/share/ca-certificates/lxd-driver-ca.crt; ls /etc/ssl/certs | grep -c lxd-driver-ca`,
+        ),
         "upload_artifacts_on_success",
       );
       assert.equal(run.code, 0, run.stdout + run.stderr);
-      assert.deepEqual(run.stdout.trim().split("\n"), ["stand-in gitlab-runner artifacts-uploader", "1", "1"]);
+      assert.deepEqual(run.stdout.trim().split("\n"), [
+        "stand-in gitlab-runner artifacts-uploader",
+        "1",
+        "1",
+      ]);
     });
     await Deno.remove(dir, { recursive: true });
   },
@@ -188,22 +222,26 @@ Deno.test({
   name: "an image without the configured shell or git is a build failure with a clear message",
   ignore,
   async fn() {
-    await withJob({ settings: await settingsFile(), variables: { CI_JOB_IMAGE: BUSYBOX } }, async (job, name) => {
-      const prepare = await job.prepare();
-      assert.equal(prepare.code, 1, prepare.stderr);
-      assert.match(prepare.stderr, /has no bash and no git/);
-      assert.equal(await exists(name), false);
-    });
+    await withJob(
+      { settings: await settingsFile(), variables: { CI_JOB_IMAGE: BUSYBOX } },
+      async (job, name) => {
+        const prepare = await job.prepare();
+        assert.equal(prepare.code, 1, prepare.stderr);
+        assert.match(prepare.stderr, /has no bash and no git/);
+        assert.equal(await exists(name), false);
+      },
+    );
     const sh = await settingsFile(`[job]\nshell = "sh"\n`);
     await withJob({ settings: sh, variables: { CI_JOB_IMAGE: BUSYBOX } }, async (job) => {
       const prepare = await job.prepare();
       assert.equal(prepare.code, 1, prepare.stderr);
       assert.match(prepare.stderr, /has no git/);
     });
-    await withJob({ settings: sh, variables: { CI_JOB_IMAGE: BUSYBOX, GIT_STRATEGY: "none" } }, async (job) => {
-      assert.equal((await job.prepare()).code, 0, "GIT_STRATEGY none needs no git");
-    });
+    await withJob(
+      { settings: sh, variables: { CI_JOB_IMAGE: BUSYBOX, GIT_STRATEGY: "none" } },
+      async (job) => {
+        assert.equal((await job.prepare()).code, 0, "GIT_STRATEGY none needs no git");
+      },
+    );
   },
 });
-
-

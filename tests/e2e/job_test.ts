@@ -24,7 +24,7 @@ Deno.test({
     const job = await Job.create({
       jobId,
       projectId: 7,
-      env: { LXD_DRIVER_CONFIG: settings },
+      env: { LXD_DRIVER_CONFIG: settings, LXD_DRIVER_DEBUG: "1" },
       variables: { CI_RUNNER_ID: "1", MY_SECRET: "s3cr3t-value-never-logged" },
     });
     const name = expectedName(jobId, 7);
@@ -46,6 +46,15 @@ Deno.test({
     assert.equal(prepare.code, 0, prepare.stderr);
     assert.match(prepare.stderr, new RegExp(`Creating container ${name}`));
     assert.match(prepare.stderr, /Using image lxd-driver-test\/bookworm, fingerprint [0-9a-f]{12}/);
+    // Debug logging names each LXD operation and its duration.
+    assert.match(
+      prepare.stderr,
+      /\[lxd-driver debug\] lxc query --wait --request POST --data <json> -- \/1\.0\/instances: exit 0 in \d+ms/,
+    );
+    assert.match(
+      prepare.stderr,
+      new RegExp(`\\[lxd-driver debug\\] lxc start -- ${name}: exit 0 in`),
+    );
     const labels = await instanceConfig(name);
     assert.equal(labels["user.lxd-driver.managed"], "true");
     assert.equal(labels["user.lxd-driver.job-id"], String(jobId));

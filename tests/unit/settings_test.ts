@@ -21,12 +21,39 @@ function failureOf(fn: () => unknown): string {
   assert.fail("expected a SystemFailure, nothing was thrown");
 }
 
+/**
+ * The settings with `image.aliases` copied into a plain object: the TOML
+ * parser gives tables a null prototype, which strict deep equality compares.
+ */
+function withPlainAliases(settings: Settings): Settings {
+  return { ...settings, image: { ...settings.image, aliases: { ...settings.image.aliases } } };
+}
+
 const DEFAULTS: Settings = {
   source: undefined,
-  image: { default: "images:debian/12", allowed: [] },
-  instance: { profiles: ["default"], storagePool: "", readyTimeoutMs: 120_000, ephemeral: false },
+  image: { default: "images:debian/12", allowed: [], aliases: {} },
+  instance: {
+    profiles: ["default"],
+    storagePool: "",
+    readyTimeoutMs: 120_000,
+    ephemeral: false,
+    nesting: false,
+    privileged: false,
+    allowPrivileged: false,
+  },
+  limits: {
+    cpu: 0,
+    memory: undefined,
+    processes: 0,
+    disk: undefined,
+    maxCpu: 0,
+    maxMemory: undefined,
+  },
+  helper: { gitlabRunner: undefined, caFile: undefined },
+  cache: { hostDir: undefined, perSlot: false },
   job: { shell: "bash", buildsDir: "/builds", cacheDir: "/cache" },
-  lxd: { cli: "lxc" },
+  lxd: { cli: "lxc", hostId: "" },
+  pool: { size: 0 },
   log: { debug: false },
 };
 
@@ -44,11 +71,34 @@ Deno.test("parseSettings() reads every key of a full file", () => {
 default = "lxd-driver-test/bookworm"
 allowed = ["lxd-driver-test/*", "images:debian/*"]
 
+[image.aliases]
+"debian:12" = "images:debian/12"
+bookworm = "lxd-driver-test/bookworm"
+
 [instance]
 profiles = ["default", "ci"]
 storage_pool = "fast"
 ready_timeout = "5m"
 ephemeral = true
+nesting = true
+privileged = true
+allow_privileged = true
+
+[limits]
+cpu = 2
+memory = "4GiB"
+processes = 2000
+disk = "20GB"
+max_cpu = 8
+max_memory = "16GiB"
+
+[helper]
+gitlab_runner = "/usr/local/bin/gitlab-runner"
+ca_file = "/etc/lxd-driver/ca.pem"
+
+[cache]
+host_dir = "/var/cache/lxd-driver"
+per_slot = true
 
 [job]
 shell = "sh"
@@ -57,24 +107,46 @@ cache_dir = "/srv/cache"
 
 [lxd]
 cli = "incus"
+host_id = "runner-host-2"
+
+[pool]
+size = 3
 
 [log]
 debug = true
 `;
-  assert.deepEqual(parseSettings(text, "full.toml"), {
+  assert.deepEqual(withPlainAliases(parseSettings(text, "full.toml")), {
     source: "full.toml",
     image: {
       default: "lxd-driver-test/bookworm",
       allowed: ["lxd-driver-test/*", "images:debian/*"],
+      aliases: { "debian:12": "images:debian/12", bookworm: "lxd-driver-test/bookworm" },
     },
     instance: {
       profiles: ["default", "ci"],
       storagePool: "fast",
       readyTimeoutMs: 300_000,
       ephemeral: true,
+      nesting: true,
+      privileged: true,
+      allowPrivileged: true,
     },
+    limits: {
+      cpu: 2,
+      memory: { text: "4GiB", bytes: 4 * 2 ** 30 },
+      processes: 2000,
+      disk: { text: "20GB", bytes: 20e9 },
+      maxCpu: 8,
+      maxMemory: { text: "16GiB", bytes: 16 * 2 ** 30 },
+    },
+    helper: {
+      gitlabRunner: "/usr/local/bin/gitlab-runner",
+      caFile: "/etc/lxd-driver/ca.pem",
+    },
+    cache: { hostDir: "/var/cache/lxd-driver", perSlot: true },
     job: { shell: "sh", buildsDir: "/srv/builds", cacheDir: "/srv/cache" },
-    lxd: { cli: "incus" },
+    lxd: { cli: "incus", hostId: "runner-host-2" },
+    pool: { size: 3 },
     log: { debug: true },
   });
 });
@@ -256,4 +328,169 @@ Deno.test("settingsPath() treats an empty LXD_DRIVER_CONFIG as unset", () => {
     path: DEFAULT_SETTINGS_PATH,
     explicit: false,
   });
+});
+
+Deno.test("parseSettings() reads [image.aliases] as a table of names to image references", () => {
+  const settings = parseSettings(
+    '[image.aliases]\n"debian:12" = "images:debian/12"\n"alpine" = "images:alpine/3.20"\n',
+    "a.toml",
+  );
+  assert.deepEqual({ ...settings.image.aliases }, {
+    "debian:12": "images:debian/12",
+    alpine: "images:alpine/3.20",
+  });
+  const inline = parseSettings(
+    '[image]\naliases = { bookworm = "lxd-driver-test/bookworm" }\n',
+    "a.toml",
+  );
+  assert.deepEqual({ ...inline.image.aliases }, { bookworm: "lxd-driver-test/bookworm" });
+});
+
+Deno.test("parseSettings() rejects an [image.aliases] value that is not a string", () => {
+  for (const value of ["1", "true", '["images:debian/12"]', '{ x = "y" }']) {
+    const message = failureOf(() =>
+      parseSettings(`[image.aliases]\n"debian:12" = ${value}\n`, "al.toml")
+    );
+    assert.match(message, /^invalid settings:\n {2}al\.toml:/, value);
+    assert.ok(
+      message.includes("[image] aliases: expected a table of strings"),
+      `${value}: ${message}`,
+    );
+  }
+  const inline = failureOf(() => parseSettings("[image]\naliases = { a = 1 }\n", "al.toml"));
+  assert.match(inline, /al\.toml:2: \[image\] aliases: expected a table of strings/);
+  const notTable = failureOf(() => parseSettings('[image]\naliases = "x"\n', "al.toml"));
+  assert.match(notTable, /al\.toml:2: \[image\] aliases: expected a table of strings/);
+});
+
+Deno.test("parseSettings() reads nesting, privileged and allow_privileged", () => {
+  assert.deepEqual(
+    parseSettings("[instance]\nnesting = true\n", "i.toml").instance,
+    { ...DEFAULTS.instance, nesting: true },
+  );
+  assert.deepEqual(
+    parseSettings("[instance]\nallow_privileged = true\n", "i.toml").instance,
+    { ...DEFAULTS.instance, allowPrivileged: true },
+  );
+  assert.deepEqual(
+    parseSettings("[instance]\nprivileged = true\nallow_privileged = true\n", "i.toml").instance,
+    { ...DEFAULTS.instance, privileged: true, allowPrivileged: true },
+  );
+  const message = failureOf(() => parseSettings('[instance]\nnesting = "yes"\n', "i.toml"));
+  assert.match(message, /i\.toml:2: \[instance\] nesting: expected true or false/);
+});
+
+Deno.test("parseSettings() refuses privileged without allow_privileged, naming its line", () => {
+  for (const text of ["privileged = true\n", "privileged = true\nallow_privileged = false\n"]) {
+    const message = failureOf(() =>
+      parseSettings(`[image]\nallowed = []\n\n[instance]\n${text}`, "p.toml")
+    );
+    assert.equal(
+      message,
+      "invalid settings:\n  p.toml:5: [instance] privileged = true needs " +
+        "[instance] allow_privileged = true as well: a privileged container's root is the host's root",
+    );
+  }
+});
+
+Deno.test("parseSettings() reads each [limits] key", () => {
+  const limits = (text: string) => parseSettings(`[limits]\n${text}\n`, "l.toml").limits;
+  assert.deepEqual(limits("cpu = 4"), { ...DEFAULTS.limits, cpu: 4 });
+  assert.deepEqual(limits('memory = "512MiB"'), {
+    ...DEFAULTS.limits,
+    memory: { text: "512MiB", bytes: 512 * 2 ** 20 },
+  });
+  assert.deepEqual(limits("processes = 500"), { ...DEFAULTS.limits, processes: 500 });
+  assert.deepEqual(limits('disk = "10GiB"'), {
+    ...DEFAULTS.limits,
+    disk: { text: "10GiB", bytes: 10 * 2 ** 30 },
+  });
+  assert.deepEqual(limits("max_cpu = 16"), { ...DEFAULTS.limits, maxCpu: 16 });
+  assert.deepEqual(limits('max_memory = "8GB"'), {
+    ...DEFAULTS.limits,
+    maxMemory: { text: "8GB", bytes: 8e9 },
+  });
+  assert.deepEqual(limits("cpu = 0\nprocesses = 0\nmax_cpu = 0"), DEFAULTS.limits);
+});
+
+Deno.test("parseSettings() rejects a size that LXD would not take", () => {
+  for (const key of ["memory", "disk", "max_memory"]) {
+    for (const value of ['"4 GB"', '"1.5GiB"', '"0"', '"-1GiB"', '"GiB"', '""', "4096", "true"]) {
+      const message = failureOf(() => parseSettings(`[limits]\n${key} = ${value}\n`, "s.toml"));
+      assert.ok(
+        message.includes(
+          `s.toml:2: [limits] ${key}: expected a size such as "4GiB" or "512MiB"`,
+        ),
+        `${key} = ${value}: ${message}`,
+      );
+    }
+  }
+});
+
+Deno.test("parseSettings() rejects a negative, fractional or non-numeric count", () => {
+  for (const key of ["cpu", "processes", "max_cpu"]) {
+    for (const value of ["-1", "1.5", '"2"', "true"]) {
+      const message = failureOf(() => parseSettings(`[limits]\n${key} = ${value}\n`, "c.toml"));
+      assert.ok(
+        message.includes(`c.toml:2: [limits] ${key}: expected a whole number (0 for no limit)`),
+        `${key} = ${value}: ${message}`,
+      );
+    }
+  }
+});
+
+Deno.test("parseSettings() reads the [helper] and [cache] keys", () => {
+  const settings = parseSettings(
+    `[helper]
+gitlab_runner = "/opt/gitlab-runner"
+ca_file = "/etc/ssl/private-ca.pem"
+
+[cache]
+host_dir = "/srv/lxd-cache/"
+per_slot = true
+`,
+    "h.toml",
+  );
+  assert.deepEqual(settings.helper, {
+    gitlabRunner: "/opt/gitlab-runner",
+    caFile: "/etc/ssl/private-ca.pem",
+  });
+  assert.deepEqual(settings.cache, { hostDir: "/srv/lxd-cache/", perSlot: true });
+  assert.deepEqual(parseSettings('[cache]\nhost_dir = "/c"\n', "h.toml").cache, {
+    hostDir: "/c",
+    perSlot: false,
+  });
+});
+
+Deno.test("parseSettings() rejects relative paths for the [helper] and [cache] keys", () => {
+  const text = `[helper]
+gitlab_runner = "gitlab-runner"
+ca_file = "./ca.pem"
+
+[cache]
+host_dir = "cache"
+per_slot = "yes"
+`;
+  const message = failureOf(() => parseSettings(text, "rel.toml"));
+  assert.equal(
+    message,
+    "invalid settings:\n" +
+      "  rel.toml:2: [helper] gitlab_runner: expected an absolute path\n" +
+      "  rel.toml:3: [helper] ca_file: expected an absolute path\n" +
+      "  rel.toml:6: [cache] host_dir: expected an absolute path\n" +
+      "  rel.toml:7: [cache] per_slot: expected true or false",
+  );
+  const empty = failureOf(() => parseSettings('[helper]\nca_file = ""\n', "rel.toml"));
+  assert.match(empty, /rel\.toml:2: \[helper\] ca_file: expected an absolute path/);
+});
+
+Deno.test("parseSettings() rejects an unknown key inside [limits]", () => {
+  const message = failureOf(() =>
+    parseSettings('[limits]\ncpu = 2\nmax_cpus = 4\nmemory_max = "1GiB"\n', "u.toml")
+  );
+  assert.equal(
+    message,
+    "invalid settings:\n  u.toml:3: unknown key [limits] max_cpus\n" +
+      "  u.toml:4: unknown key [limits] memory_max",
+  );
 });

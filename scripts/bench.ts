@@ -1,0 +1,1050 @@
+/**
+ * `make bench`: lxd-driver against raw `lxc` (the floor) and GitLab's example
+ * LXD driver (the bash scripts from "Using LXD with the Custom executor"),
+ * in one run on this host. The contenders alternate round by round, so a
+ * slow moment on a busy host hits each of them alike. Prints medians, ratios
+ * and PASS/MISS per target, and writes BENCHMARKS.md.
+ *
+ * Usage: deno run -A scripts/bench.ts [--rounds N] [--concurrent N] [--quick] [--out FILE]
+ *
+ * `LXD_DRIVER_BENCH_EXAMPLE`: a directory with GitLab's example LXD driver
+ * scripts, driver.sh among them (`driver.sh config|prepare|run SCRIPT
+ * STAGE|cleanup`). Unset: the example's columns are left out.
+ */
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { BOOKWORM, expectedName, lxc, settingsFile, uniqueJobId } from "../tests/lxd.ts";
+import { Job, runnerScript, type StageResult } from "../tests/runner.ts";
+
+const USAGE =
+  `Usage: deno run -A scripts/bench.ts [--rounds N] [--concurrent N] [--quick] [--out FILE]
+
+  --rounds N       rounds for items 1-3 (default 7; 1 with --quick)
+  --concurrent N   jobs started together in item 4 (default 16; 2 with --quick)
+  --quick          a smoke run: does not write BENCHMARKS.md, only --out FILE if given
+  --out FILE       write the report to FILE instead of BENCHMARKS.md
+
+LXD_DRIVER_BENCH_EXAMPLE: a directory with GitLab's example LXD driver scripts,
+driver.sh among them. Unset: the example's columns are left out.`;
+
+const EXAMPLE_ENV = "LXD_DRIVER_BENCH_EXAMPLE";
+const DEFAULT_OUT = fileURLToPath(new URL("../BENCHMARKS.md", import.meta.url));
+/** A project id the tests do not use, so no container name can collide with theirs. */
+const PROJECT_ID = 9001;
+/** The run stages of item 3's job: the names the runner uses, each a trivial script. */
+const JOB_STAGES = [
+  "prepare_script",
+  "get_sources",
+  "restore_cache",
+  "download_artifacts",
+  "step_script",
+  "after_script",
+  "archive_cache",
+  "upload_artifacts_on_success",
+] as const;
+const TRIVIAL = runnerScript("true");
+const READY_TIMEOUT_MS = 120_000;
+
+// Contender names, as they appear in the tables.
+const DRIVER = "lxd-driver";
+const RAW = "raw lxc";
+const EXAMPLE = "GitLab example";
+const EMPTY_DENO = "empty Deno program";
+const DRIVER_VERSION = "lxd-driver version";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function print(line = ""): void {
+  const bytes = encoder.encode(line + "\n");
+  let written = 0;
+  while (written < bytes.length) written += Deno.stdout.writeSync(bytes.subarray(written));
+}
+
+// ---------------------------------------------------------------- options
+
+interface Options {
+  readonly rounds: number;
+  readonly concurrent: number;
+  readonly quick: boolean;
+  /** Where the report goes; undefined: nowhere (a --quick run without --out). */
+  readonly out: string | undefined;
+  /** GitLab's example driver directory; undefined: left out. */
+  readonly example: string | undefined;
+}
+
+class UsageError extends Error {}
+
+function positiveInt(flag: string, text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback;
+  if (!/^\d+$/.test(text) || Number(text) < 1) {
+    throw new UsageError(`${flag} needs a whole number of at least 1, not ${JSON.stringify(text)}`);
+  }
+  return Number(text);
+}
+
+function parseOptions(args: string[]): Options | "help" {
+  let values;
+  try {
+    values = parseArgs({
+      args,
+      options: {
+        rounds: { type: "string" },
+        concurrent: { type: "string" },
+        quick: { type: "boolean", default: false },
+        out: { type: "string" },
+        help: { type: "boolean", short: "h", default: false },
+      },
+      strict: true,
+      allowPositionals: false,
+    }).values;
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  if (values.help) return "help";
+  const quick = values.quick === true;
+  const example = Deno.env.get(EXAMPLE_ENV) || undefined;
+  if (example !== undefined) {
+    let isFile = false;
+    try {
+      isFile = Deno.statSync(`${example}/driver.sh`).isFile;
+    } catch { /* reported below */ }
+    if (!isFile) throw new UsageError(`${EXAMPLE_ENV}=${example} has no driver.sh`);
+  }
+  return {
+    rounds: positiveInt("--rounds", values.rounds, quick ? 1 : 7),
+    concurrent: positiveInt("--concurrent", values.concurrent, quick ? 2 : 16),
+    quick,
+    out: values.out ?? (quick ? undefined : DEFAULT_OUT),
+    example,
+  };
+}
+
+// ---------------------------------------------------------------- statistics
+
+/** One contender's measurements in one item: a value per round, undefined when it failed. */
+class Series {
+  readonly values: (number | undefined)[] = [];
+  failures = 0;
+  lastError: string | undefined;
+
+  add(ms: number | undefined, error?: string): void {
+    this.values.push(ms);
+    if (ms === undefined) {
+      this.failures++;
+      this.lastError = error;
+    }
+  }
+
+  get ok(): number[] {
+    return this.values.filter((v): v is number => v !== undefined);
+  }
+
+  get median(): number | undefined {
+    return median(this.ok);
+  }
+}
+
+function median(values: readonly number[]): number | undefined {
+  if (values.length === 0) return undefined;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** The median of per-round differences a − b, over the rounds where both succeeded. */
+function pairedDifference(a: Series, b: Series): number | undefined {
+  const diffs: number[] = [];
+  a.values.forEach((value, i) => {
+    const other = b.values[i];
+    if (value !== undefined && other !== undefined) diffs.push(value - other);
+  });
+  return median(diffs);
+}
+
+function ms(value: number | undefined): string {
+  if (value === undefined) return "–";
+  if (Math.abs(value) < 1000) return `${Math.round(value)} ms`;
+  return `${(value / 1000).toFixed(2)} s`;
+}
+
+function ratio(a: number | undefined, b: number | undefined): number | undefined {
+  return a === undefined || b === undefined || b === 0 ? undefined : a / b;
+}
+
+function x(value: number | undefined): string {
+  return value === undefined ? "–" : `${value.toFixed(2)}×`;
+}
+
+function verdict(pass: boolean | undefined): string {
+  return pass === undefined ? "n/a" : pass ? "PASS" : "MISS";
+}
+
+/** The order of the contenders in round `round`: rotated, so none is always first. */
+function rotate<T>(items: readonly T[], round: number): T[] {
+  const k = round % items.length;
+  return [...items.slice(k), ...items.slice(0, k)];
+}
+
+// ---------------------------------------------------------------- containers and jobs
+
+/** Every container this run may have created, so that all are deleted at the end. */
+const containers = new Set<string>();
+const liveJobs = new Set<Job>();
+let driverSettings = "";
+let scratch = "";
+
+async function newDriverJob(extraEnv: Record<string, string> = {}): Promise<Job> {
+  const jobId = uniqueJobId();
+  containers.add(expectedName(jobId, PROJECT_ID));
+  const job = await Job.create({
+    jobId,
+    projectId: PROJECT_ID,
+    env: { LXD_DRIVER_CONFIG: driverSettings, ...extraEnv },
+  });
+  liveJobs.add(job);
+  return job;
+}
+
+/** A job for GitLab's example driver, whose container is named by its base.sh. */
+async function newExampleJob(dir: string): Promise<Job> {
+  const jobId = uniqueJobId();
+  containers.add(exampleContainer(jobId));
+  const job = await Job.create({
+    jobId,
+    projectId: PROJECT_ID,
+    driver: ["bash", `${dir}/driver.sh`],
+    env: { SEED_IMAGE: BOOKWORM },
+  });
+  liveJobs.add(job);
+  return job;
+}
+
+function exampleContainer(jobId: number): string {
+  return `runner-1-project-${PROJECT_ID}-concurrent-0-${jobId}`;
+}
+
+function rawContainer(): string {
+  const name = `lxd-driver-bench-raw-${crypto.randomUUID().slice(0, 8)}`;
+  containers.add(name);
+  return name;
+}
+
+async function retire(job: Job): Promise<void> {
+  liveJobs.delete(job);
+  await job.remove().catch(() => {});
+}
+
+/** Deletes every container of this run that still exists; returns the names that would not go. */
+async function deleteLeftovers(): Promise<string[]> {
+  const listed = await lxc("list", "--format", "csv", "--columns", "n");
+  const present = listed.code === 0
+    ? new Set(listed.stdout.split("\n").map((line) => line.trim()))
+    : new Set(containers); // cannot tell: try them all
+  const leftovers = [...containers].filter((name) => present.has(name));
+  await Promise.all(leftovers.map((name) => lxc("delete", "--force", name)));
+  const stuck: string[] = [];
+  for (const name of leftovers) {
+    if ((await lxc("query", `/1.0/instances/${name}`)).code === 0) stuck.push(name);
+  }
+  await Promise.all([...liveJobs].map(retire));
+  return stuck;
+}
+
+function failure(stage: string, result: StageResult): string {
+  const tail = (result.stderr.trim() || result.stdout.trim()).split("\n").slice(-3).join(" / ");
+  return `${stage} exited ${result.code}${tail ? `: ${tail}` : ""}`;
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+interface Timed {
+  readonly ok: boolean;
+  readonly ms: number;
+  readonly detail: string;
+}
+
+/** Runs a command from this process (no Deno start-up in it) and times it. */
+async function timed(cmd: string, args: string[], cwd?: string): Promise<Timed> {
+  const started = performance.now();
+  const out = await new Deno.Command(cmd, {
+    args,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { DENO_NO_UPDATE_CHECK: "1" },
+    ...(cwd === undefined ? {} : { cwd }),
+  }).output();
+  const elapsed = performance.now() - started;
+  return { ok: out.success, ms: elapsed, detail: decoder.decode(out.stderr).trim() };
+}
+
+/** `lxc launch` and then `lxc exec NAME -- true` until it succeeds. */
+async function launchUntilUsable(name: string): Promise<void> {
+  const launch = await lxc("launch", BOOKWORM, name);
+  if (launch.code !== 0) throw new Error(`lxc launch failed: ${launch.stderr.trim()}`);
+  const started = performance.now();
+  for (;;) {
+    const probe = await lxc("exec", name, "--", "true");
+    if (probe.code === 0) return;
+    if (performance.now() - started > READY_TIMEOUT_MS) {
+      throw new Error(`lxc exec ${name} -- true still fails: ${probe.stderr.trim()}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** Waits (untimed) until the container's systemd has finished booting, so it sits idle. */
+async function settle(name: string): Promise<void> {
+  await lxc("exec", name, "--", "systemctl", "is-system-running", "--wait");
+}
+
+// ---------------------------------------------------------------- the host
+
+interface Host {
+  readonly rows: [string, string][];
+}
+
+async function describeHost(options: Options): Promise<Host> {
+  const rows: [string, string][] = [];
+  let cpu = "";
+  try {
+    const info = await Deno.readTextFile("/proc/cpuinfo");
+    cpu = info.match(/^model name\s*:\s*(.+)$/m)?.[1]?.trim() ?? "";
+  } catch { /* not Linux, or hidden */ }
+  let cores = navigator.hardwareConcurrency;
+  if (!cores) {
+    const nproc = await new Deno.Command("nproc", { stdin: "null" }).output().catch(() =>
+      undefined
+    );
+    cores = nproc?.success ? Number(decoder.decode(nproc.stdout).trim()) : 0;
+  }
+  rows.push(["CPU", `${cores || "?"} cores${cpu ? ` (${cpu})` : ""}`]);
+  rows.push(["memory", `${(Deno.systemMemoryInfo().total / 2 ** 30).toFixed(1)} GiB`]);
+
+  const server = await lxc("query", "/1.0");
+  const env = server.code === 0
+    ? (JSON.parse(server.stdout) as { environment?: Record<string, unknown> }).environment ?? {}
+    : {};
+  rows.push(["LXD", String(env.server_version ?? "unknown")]);
+  rows.push(["storage", await rootPoolDriver()]);
+  rows.push(["kernel", String(env.kernel_version ?? Deno.osRelease())]);
+  if (env.os_name) rows.push(["OS", `${env.os_name} ${env.os_version ?? ""}`.trim()]);
+  rows.push(["Deno", Deno.version.deno]);
+  rows.push([
+    "lxd-driver",
+    Deno.env.get("LXD_DRIVER_BIN")
+      ? "compiled binary ($LXD_DRIVER_BIN)"
+      : "`deno run -q -P=driver mod.ts` (as the tests run it)",
+  ]);
+  rows.push([
+    "GitLab example",
+    options.example ? `from $${EXAMPLE_ENV}` : `left out ($${EXAMPLE_ENV} not set)`,
+  ]);
+  const listed = await lxc("list", "--format", "csv", "--columns", "ns");
+  const running = listed.stdout.split("\n").filter((line) => /,RUNNING$/.test(line.trim())).length;
+  rows.push(["other containers running at start", String(running)]);
+  rows.push(["date", new Date().toISOString().replace(/\.\d+Z$/, "Z")]);
+  return { rows };
+}
+
+/** `<pool> (<driver>)` for the default profile's root disk. */
+async function rootPoolDriver(): Promise<string> {
+  const profile = await lxc("query", "/1.0/profiles/default");
+  if (profile.code !== 0) return "unknown";
+  const devices = (JSON.parse(profile.stdout) as {
+    devices?: Record<string, Record<string, string>>;
+  }).devices ?? {};
+  const pool = Object.values(devices).find((d) => d.type === "disk" && d.path === "/")?.pool;
+  if (!pool) return "unknown (the default profile has no root disk)";
+  const answer = await lxc("query", `/1.0/storage-pools/${encodeURIComponent(pool)}`);
+  const driver = answer.code === 0
+    ? (JSON.parse(answer.stdout) as { driver?: string }).driver ?? "unknown"
+    : "unknown";
+  return `${driver} (pool ${pool})`;
+}
+
+// ---------------------------------------------------------------- item 1: the run stage
+
+interface RunStageResult {
+  readonly series: Map<string, Series>;
+  readonly added: number | undefined;
+  readonly allowance: number | undefined;
+  readonly setupErrors: Map<string, string>;
+}
+
+async function benchRunStage(options: Options): Promise<RunStageResult> {
+  const series = new Map<string, Series>();
+  const setupErrors = new Map<string, string>();
+  const tag = "[1/4 run stage]";
+  print(`${tag} preparing one container per contender`);
+
+  const scriptFile = `${scratch}/script`;
+  await Deno.writeTextFile(scriptFile, TRIVIAL, { mode: 0o700 });
+  const emptyProgram = `${scratch}/empty.ts`;
+  await Deno.writeTextFile(emptyProgram, "");
+  const versionCommand = Deno.env.get("LXD_DRIVER_BIN")
+    ? [Deno.env.get("LXD_DRIVER_BIN")!, "version"]
+    : [
+      Deno.execPath(),
+      "run",
+      "-q",
+      "-P=driver",
+      fileURLToPath(new URL("../mod.ts", import.meta.url)),
+      "version",
+    ];
+
+  const runners = new Map<string, () => Promise<Timed>>();
+  const driverJob = await newDriverJob();
+  const rawName = rawContainer();
+  const exampleJob = options.example ? await newExampleJob(options.example) : undefined;
+  try {
+    const [driverUp, rawUp, exampleUp] = await Promise.all([
+      driverJob.prepare(),
+      launchUntilUsable(rawName).then(() => undefined, (error) => errorText(error)),
+      exampleJob?.prepare(),
+    ]);
+    if (driverUp.code === 0) {
+      runners.set(DRIVER, async () => {
+        const result = await driverJob.run(TRIVIAL, "step_script");
+        return { ok: result.code === 0, ms: result.durationMs, detail: failure("run", result) };
+      });
+    } else setupErrors.set(DRIVER, failure("prepare", driverUp));
+    if (rawUp === undefined) {
+      runners.set(
+        RAW,
+        () => timed("sh", ["-c", 'lxc exec "$1" -- bash < "$2"', "sh", rawName, scriptFile]),
+      );
+    } else setupErrors.set(RAW, rawUp);
+    if (exampleJob && exampleUp) {
+      if (exampleUp.code === 0) {
+        runners.set(EXAMPLE, async () => {
+          const result = await exampleJob.run(TRIVIAL, "step_script");
+          return { ok: result.code === 0, ms: result.durationMs, detail: failure("run", result) };
+        });
+      } else setupErrors.set(EXAMPLE, failure("prepare", exampleUp));
+    }
+    runners.set(EMPTY_DENO, () => timed(Deno.execPath(), ["run", "-q", emptyProgram], scratch));
+    runners.set(DRIVER_VERSION, () => timed(versionCommand[0]!, versionCommand.slice(1), scratch));
+    for (const [name, error] of setupErrors) print(`${tag} ${name} could not be set up: ${error}`);
+
+    // Let every container finish booting, so none is busy while the others are measured.
+    await Promise.all([
+      driverUp.code === 0 ? settle(expectedName(driverJob.options.jobId, PROJECT_ID)) : undefined,
+      rawUp === undefined ? settle(rawName) : undefined,
+      exampleJob && runners.has(EXAMPLE)
+        ? settle(exampleContainer(exampleJob.options.jobId))
+        : undefined,
+    ]);
+
+    const names = [...runners.keys()];
+    for (const name of names) series.set(name, new Series());
+    print(`${tag} warm-up: one untimed run of each`);
+    for (const name of names) await runners.get(name)!().catch(() => undefined);
+    for (let round = 0; round < options.rounds; round++) {
+      const line: string[] = [];
+      for (const name of rotate(names, round)) {
+        let sample: Timed;
+        try {
+          sample = await runners.get(name)!();
+        } catch (error) {
+          sample = { ok: false, ms: 0, detail: errorText(error) };
+        }
+        series.get(name)!.add(sample.ok ? sample.ms : undefined, sample.detail);
+        line.push(`${name} ${sample.ok ? ms(sample.ms) : "FAILED"}`);
+      }
+      print(`${tag} round ${round + 1}/${options.rounds}: ${line.join(" · ")}`);
+    }
+  } finally {
+    await Promise.all([
+      driverJob.cleanup().then(() => retire(driverJob)),
+      lxc("delete", "--force", rawName),
+      exampleJob?.cleanup().then(() => retire(exampleJob)),
+    ]);
+  }
+  const driver = series.get(DRIVER);
+  const raw = series.get(RAW);
+  const added = driver && raw ? pairedDifference(driver, raw) : undefined;
+  const empty = series.get(EMPTY_DENO)?.median;
+  return { series, added, allowance: empty === undefined ? undefined : empty + 15, setupErrors };
+}
+
+// ---------------------------------------------------------------- item 2: prepare + cleanup
+
+interface UpDown {
+  readonly total: Series;
+  readonly up: Series;
+  readonly down: Series;
+}
+
+function upDown(): UpDown {
+  return { total: new Series(), up: new Series(), down: new Series() };
+}
+
+async function benchPrepareCleanup(options: Options): Promise<Map<string, UpDown>> {
+  const tag = "[2/4 prepare + cleanup]";
+  const contenders = new Map<string, () => Promise<{ up: number; down: number }>>();
+  contenders.set(DRIVER, async () => {
+    const job = await newDriverJob();
+    try {
+      const prepare = await job.prepare();
+      const cleanup = await job.cleanup();
+      if (prepare.code !== 0) throw new Error(failure("prepare", prepare));
+      if (cleanup.code !== 0) throw new Error(failure("cleanup", cleanup));
+      return { up: prepare.durationMs, down: cleanup.durationMs };
+    } finally {
+      await retire(job);
+    }
+  });
+  contenders.set(RAW, async () => {
+    const name = rawContainer();
+    const started = performance.now();
+    try {
+      await launchUntilUsable(name);
+    } catch (error) {
+      await lxc("delete", "--force", name);
+      throw error;
+    }
+    const usable = performance.now();
+    const deleted = await lxc("delete", "--force", name);
+    if (deleted.code !== 0) throw new Error(`lxc delete failed: ${deleted.stderr.trim()}`);
+    return { up: usable - started, down: performance.now() - usable };
+  });
+  const example = options.example;
+  if (example) {
+    contenders.set(EXAMPLE, async () => {
+      const job = await newExampleJob(example);
+      try {
+        const prepare = await job.prepare();
+        const cleanup = await job.cleanup();
+        if (prepare.code !== 0) throw new Error(failure("prepare", prepare));
+        if (cleanup.code !== 0) throw new Error(failure("cleanup", cleanup));
+        return { up: prepare.durationMs, down: cleanup.durationMs };
+      } finally {
+        await retire(job);
+      }
+    });
+  }
+  const results = new Map<string, UpDown>();
+  for (const name of contenders.keys()) results.set(name, upDown());
+  for (let round = 0; round < options.rounds; round++) {
+    const line: string[] = [];
+    for (const name of rotate([...contenders.keys()], round)) {
+      const series = results.get(name)!;
+      try {
+        const { up, down } = await contenders.get(name)!();
+        series.total.add(up + down);
+        series.up.add(up);
+        series.down.add(down);
+        line.push(`${name} ${ms(up + down)} (${ms(up)} + ${ms(down)})`);
+      } catch (error) {
+        for (const s of [series.total, series.up, series.down]) s.add(undefined, errorText(error));
+        line.push(`${name} FAILED: ${errorText(error)}`);
+      }
+    }
+    print(`${tag} round ${round + 1}/${options.rounds}: ${line.join(" · ")}`);
+  }
+  return results;
+}
+
+/** One lxd-driver prepare with LXD_DRIVER_DEBUG=1: each LXD call and its duration. */
+interface Breakdown {
+  readonly total: number;
+  readonly operations: [string, number][];
+}
+
+async function prepareBreakdown(): Promise<Breakdown | undefined> {
+  print("[2/4 prepare + cleanup] one more lxd-driver prepare with LXD_DRIVER_DEBUG=1");
+  const job = await newDriverJob({ LXD_DRIVER_DEBUG: "1" });
+  try {
+    const prepare = await job.prepare();
+    if (prepare.code !== 0) return undefined;
+    const name = expectedName(job.options.jobId, PROJECT_ID);
+    const operations: [string, number][] = [];
+    for (const line of prepare.stderr.split("\n")) {
+      const match = line.match(/^\[lxd-driver debug\] (.+): exit \d+ in ([\d.]+)(ms|s)$/);
+      if (!match) continue;
+      const what = match[1]!.replaceAll(name, "NAME").replace(
+        /\b([0-9a-f]{12})[0-9a-f]{20,}\b/g,
+        "$1…",
+      );
+      operations.push([what, Number(match[2]) * (match[3] === "s" ? 1000 : 1)]);
+    }
+    return { total: prepare.durationMs, operations };
+  } finally {
+    await job.cleanup();
+    await retire(job);
+  }
+}
+
+// ---------------------------------------------------------------- items 3 and 4: whole jobs
+
+/** config, prepare, the run stages and cleanup, as the runner drives them; wall time. */
+async function wholeJob(job: Job): Promise<Timed> {
+  const started = performance.now();
+  let problem: string | undefined;
+  try {
+    const config = await job.config();
+    if (config.code !== 0) problem = failure("config", config);
+    else {
+      const prepare = await job.prepare();
+      if (prepare.code !== 0) problem = failure("prepare", prepare);
+      else {
+        for (const stage of JOB_STAGES) {
+          const run = await job.run(TRIVIAL, stage);
+          if (run.code !== 0) {
+            problem = failure(`run ${stage}`, run);
+            break;
+          }
+        }
+      }
+    }
+  } catch (error) {
+    problem = errorText(error);
+  } finally {
+    try {
+      const cleanup = await job.cleanup();
+      if (cleanup.code !== 0) problem ??= failure("cleanup", cleanup);
+    } catch (error) {
+      problem ??= errorText(error);
+    }
+  }
+  return { ok: problem === undefined, ms: performance.now() - started, detail: problem ?? "" };
+}
+
+function jobFactories(options: Options): Map<string, () => Promise<Job>> {
+  const factories = new Map<string, () => Promise<Job>>([[DRIVER, () => newDriverJob()]]);
+  const example = options.example;
+  if (example) factories.set(EXAMPLE, () => newExampleJob(example));
+  return factories;
+}
+
+async function benchWholeJob(options: Options): Promise<Map<string, Series>> {
+  const tag = "[3/4 whole job]";
+  const factories = jobFactories(options);
+  const results = new Map<string, Series>();
+  for (const name of factories.keys()) results.set(name, new Series());
+  for (let round = 0; round < options.rounds; round++) {
+    const line: string[] = [];
+    for (const name of rotate([...factories.keys()], round)) {
+      const job = await factories.get(name)!();
+      const sample = await wholeJob(job);
+      await retire(job);
+      results.get(name)!.add(sample.ok ? sample.ms : undefined, sample.detail);
+      line.push(`${name} ${sample.ok ? ms(sample.ms) : `FAILED: ${sample.detail}`}`);
+    }
+    print(`${tag} round ${round + 1}/${options.rounds}: ${line.join(" · ")}`);
+  }
+  return results;
+}
+
+interface Batch {
+  readonly wall: number;
+  readonly failures: number;
+  readonly jobMedian: number | undefined;
+  readonly firstError: string | undefined;
+}
+
+async function benchConcurrent(options: Options): Promise<Map<string, Batch>> {
+  const tag = "[4/4 concurrent jobs]";
+  const results = new Map<string, Batch>();
+  for (const [name, factory] of jobFactories(options)) {
+    print(`${tag} ${name}: starting ${options.concurrent} whole jobs at once`);
+    const jobs = await Promise.all(Array.from({ length: options.concurrent }, () => factory()));
+    let done = 0;
+    const started = performance.now();
+    const samples = await Promise.all(jobs.map(async (job) => {
+      const sample = await wholeJob(job);
+      done++;
+      if (!sample.ok || done % 4 === 0 || done === jobs.length) {
+        print(
+          `${tag} ${name}: ${done}/${jobs.length} done` +
+            (sample.ok ? "" : ` (one FAILED: ${sample.detail})`),
+        );
+      }
+      return sample;
+    }));
+    const wall = performance.now() - started;
+    await Promise.all(jobs.map(retire));
+    const failed = samples.filter((s) => !s.ok);
+    results.set(name, {
+      wall,
+      failures: failed.length,
+      jobMedian: median(samples.filter((s) => s.ok).map((s) => s.ms)),
+      firstError: failed[0]?.detail,
+    });
+    print(`${tag} ${name}: wall ${ms(wall)}, ${failed.length} failed`);
+  }
+  return results;
+}
+
+// ---------------------------------------------------------------- the report
+
+interface Results {
+  readonly options: Options;
+  readonly host: Host;
+  readonly runStage: RunStageResult;
+  readonly prepareCleanup: Map<string, UpDown>;
+  readonly breakdown: Breakdown | undefined;
+  readonly wholeJob: Map<string, Series>;
+  readonly concurrent: Map<string, Batch>;
+}
+
+function table(header: string[], rows: string[][]): string[] {
+  return [
+    `| ${header.join(" | ")} |`,
+    `|${header.map((_, i) => (i === 0 ? "---" : "---:")).join("|")}|`,
+    ...rows.map((row) => `| ${row.join(" | ")} |`),
+  ];
+}
+
+function samplesCell(series: Series): string {
+  return `${series.ok.length}/${series.values.length}`;
+}
+
+function failureNotes(entries: [string, Series | undefined][]): string[] {
+  return entries.flatMap(([name, series]) =>
+    series && series.failures > 0
+      ? [`- ${name} failed ${series.failures} time(s); last: ${series.lastError ?? "?"}`]
+      : []
+  );
+}
+
+const FLAGS_LINE = (o: Options) =>
+  `${o.rounds} round(s) for items 1–3, ${o.concurrent} concurrent jobs in item 4`;
+
+function render(r: Results): { markdown: string; checks: string[] } {
+  const { options } = r;
+  const checks: string[] = [];
+  const lines: string[] = [
+    "# Benchmarks",
+    "",
+    "Written by `make bench` (`scripts/bench.ts`); re-run it to refresh this file. Each",
+    "contender is timed from the runner's side: from starting the command to its exit, as",
+    "gitlab-runner waits for it. The contenders alternate round by round (the order rotates",
+    "each round), so a busy moment on the host falls on each of them alike; medians are",
+    "reported, with the fastest and slowest round.",
+    "",
+    "- **lxd-driver**: this driver, started by the tests' runner imitation (`tests/runner.ts`)",
+    "  exactly as gitlab-runner starts it.",
+    "- **raw lxc**: the same work done with bare `lxc` commands and no driver at all: the floor.",
+    "- **GitLab example**: the bash scripts from GitLab's documentation page \"Using LXD with",
+    '  the Custom executor" (`driver.sh` dispatching to `prepare.sh`, `run.sh`, `cleanup.sh`),',
+    "  with the same test image and without its dependency download.",
+    "",
+    `To include the example, set \`${EXAMPLE_ENV}\` to a directory with GitLab's example LXD`,
+    "driver scripts, driver.sh among them:",
+    "",
+    "```sh",
+    `${EXAMPLE_ENV}=/path/to/gitlab-lxd-example make bench`,
+    "deno run -A scripts/bench.ts --rounds 15 --concurrent 8   # more rounds, fewer jobs at once",
+    "deno run -A scripts/bench.ts --quick --out /tmp/bench.md  # a smoke run (the e2e test's)",
+    "```",
+    "",
+  ];
+  if (!options.example) {
+    lines.push(
+      `> The GitLab example was left out of this run: \`${EXAMPLE_ENV}\` was not set.`,
+      "",
+    );
+  }
+  lines.push("## Host", "", ...table(["", ""], r.host.rows), "");
+  lines.push(`Settings: ${FLAGS_LINE(options)}.`, "");
+
+  // 1
+  const run = r.runStage;
+  const s = (name: string) => run.series.get(name);
+  lines.push(
+    "## 1. run stage",
+    "",
+    'One `run` of a trivial runner-shaped script (`runnerScript("true")`) in a container that',
+    "is already prepared and idle. Raw lxc is `lxc exec NAME -- bash < SCRIPT` started from a",
+    "shell; the example is `driver.sh run SCRIPT STAGE`. The empty Deno program and",
+    "`lxd-driver version` (start-up and argument parsing, no LXD) show where the driver's",
+    "time goes.",
+    "",
+  );
+  const runRows: string[][] = [];
+  for (const name of [DRIVER, RAW, EXAMPLE, EMPTY_DENO, DRIVER_VERSION]) {
+    const series = s(name);
+    if (!series) continue;
+    runRows.push([
+      name,
+      ms(series.median),
+      ms(series.ok.length ? Math.min(...series.ok) : undefined),
+      ms(series.ok.length ? Math.max(...series.ok) : undefined),
+      samplesCell(series),
+    ]);
+  }
+  lines.push(...table(["contender", "median", "fastest", "slowest", "ok"], runRows), "");
+  const runPass = run.added === undefined || run.allowance === undefined
+    ? undefined
+    : run.added <= run.allowance;
+  const runTarget = `lxd-driver − raw = ${ms(run.added)} (median of per-round differences); ` +
+    `target ≤ empty Deno start + 15 ms = ${ms(run.allowance)}: **${verdict(runPass)}**`;
+  lines.push(`- ${runTarget}`);
+  lines.push(`- lxd-driver / raw lxc: ${x(ratio(s(DRIVER)?.median, s(RAW)?.median))}`);
+  if (s(EXAMPLE)) {
+    lines.push(`- GitLab example / raw lxc: ${x(ratio(s(EXAMPLE)?.median, s(RAW)?.median))}`);
+    lines.push(`- lxd-driver / GitLab example: ${x(ratio(s(DRIVER)?.median, s(EXAMPLE)?.median))}`);
+  }
+  for (const [name, error] of run.setupErrors) {
+    lines.push(`- ${name} could not be set up: ${error}`);
+  }
+  lines.push(...failureNotes([...run.series.entries()]), "");
+  checks.push(`1. run stage: ${runTarget.replaceAll("**", "")}`);
+
+  // 2
+  const pc = r.prepareCleanup;
+  lines.push(
+    "## 2. prepare + cleanup",
+    "",
+    "From nothing to a container that accepts commands, then gone again. lxd-driver:",
+    "`prepare` then `cleanup`. Raw lxc: `lxc launch IMAGE NAME`, `lxc exec NAME -- true` every",
+    "50 ms until it succeeds, `lxc delete -f NAME`. The example: `prepare.sh` (launch, then",
+    "`systemctl isolate multi-user.target` once a second until it succeeds) and `cleanup.sh`.",
+    "lxd-driver's prepare does more than the floor: it resolves the image to a fingerprint,",
+    "labels the container, waits until systemd reports running or degraded, creates the",
+    "builds and cache directories and checks for the shell and git.",
+    "",
+  );
+  const pcRows: string[][] = [];
+  for (const [name, series] of pc) {
+    pcRows.push([
+      name,
+      ms(series.total.median),
+      ms(series.up.median),
+      ms(series.down.median),
+      ms(series.total.ok.length ? Math.min(...series.total.ok) : undefined),
+      ms(series.total.ok.length ? Math.max(...series.total.ok) : undefined),
+      samplesCell(series.total),
+    ]);
+  }
+  lines.push(
+    ...table(
+      ["contender", "median total", "median up", "median down", "fastest", "slowest", "ok"],
+      pcRows,
+    ),
+    "",
+  );
+  const pcRatio = ratio(pc.get(DRIVER)?.total.median, pc.get(RAW)?.total.median);
+  const pcTarget = `lxd-driver / raw lxc: ${x(pcRatio)}; target ≤ 1.15: **${
+    verdict(pcRatio === undefined ? undefined : pcRatio <= 1.15)
+  }**`;
+  lines.push(`- ${pcTarget}`);
+  if (pc.get(EXAMPLE)) {
+    lines.push(
+      `- GitLab example / raw lxc: ${
+        x(ratio(pc.get(EXAMPLE)?.total.median, pc.get(RAW)?.total.median))
+      }`,
+      `- lxd-driver / GitLab example: ${
+        x(ratio(pc.get(DRIVER)?.total.median, pc.get(EXAMPLE)?.total.median))
+      }`,
+    );
+  }
+  lines.push(...failureNotes([...pc.entries()].map(([n, v]) => [n, v.total])), "");
+  checks.push(`2. prepare + cleanup: ${pcTarget.replaceAll("**", "")}`);
+
+  if (r.breakdown) {
+    const b = r.breakdown;
+    const sum = b.operations.reduce((total, [, t]) => total + t, 0);
+    lines.push(
+      "### Where lxd-driver's prepare time goes",
+      "",
+      "One extra `prepare` with `LXD_DRIVER_DEBUG=1`, which logs each LXD call and its",
+      "duration (a single sample: indicative only).",
+      "",
+      ...table(
+        ["step", "time"],
+        [
+          ...b.operations.map(([what, t]) => [`\`${what.replaceAll("|", "\\|")}\``, ms(t)]),
+          [
+            "everything else: Deno start-up, module loading, the driver's own work",
+            ms(b.total - sum),
+          ],
+          ["**prepare, as the runner sees it**", `**${ms(b.total)}**`],
+        ],
+      ),
+      "",
+    );
+  }
+
+  // 3
+  const wj = r.wholeJob;
+  lines.push(
+    "## 3. a whole job",
+    "",
+    `\`config\`, \`prepare\`, ${JOB_STAGES.length} trivial \`run\` stages (${
+      JOB_STAGES.join(", ")
+    }) and \`cleanup\`, driven by the runner imitation; wall time.`,
+    "",
+  );
+  const wjRows: string[][] = [];
+  for (const [name, series] of wj) {
+    wjRows.push([
+      name,
+      ms(series.median),
+      ms(series.ok.length ? Math.min(...series.ok) : undefined),
+      ms(series.ok.length ? Math.max(...series.ok) : undefined),
+      samplesCell(series),
+    ]);
+  }
+  lines.push(...table(["contender", "median", "fastest", "slowest", "ok"], wjRows), "");
+  const wjRatio = ratio(wj.get(DRIVER)?.median, wj.get(EXAMPLE)?.median);
+  const wjTarget = wj.get(EXAMPLE)
+    ? `lxd-driver / GitLab example: ${x(wjRatio)}; target ≤ 0.8: **${
+      verdict(wjRatio === undefined ? undefined : wjRatio <= 0.8)
+    }**`
+    : `lxd-driver / GitLab example: target ≤ 0.8: **n/a** (example left out)`;
+  lines.push(`- ${wjTarget}`, ...failureNotes([...wj.entries()]), "");
+  checks.push(`3. whole job: ${wjTarget.replaceAll("**", "")}`);
+
+  // 4
+  const cc = r.concurrent;
+  lines.push(
+    `## 4. ${options.concurrent} jobs at once`,
+    "",
+    `${options.concurrent} whole jobs (as in item 3), all started together; wall time until`,
+    "the last one has finished, and how many failed. One batch per contender, lxd-driver",
+    "first.",
+    "",
+  );
+  const ccRows: string[][] = [];
+  for (const [name, batch] of cc) {
+    ccRows.push([
+      name,
+      ms(batch.wall),
+      ms(batch.jobMedian),
+      `${batch.failures}/${options.concurrent}`,
+    ]);
+  }
+  lines.push(...table(["contender", "wall time", "median job", "failed"], ccRows), "");
+  const driverBatch = cc.get(DRIVER);
+  const ccTarget = `lxd-driver failures: ${driverBatch?.failures ?? "–"}; target 0: **${
+    verdict(driverBatch === undefined ? undefined : driverBatch.failures === 0)
+  }**`;
+  lines.push(`- ${ccTarget}`);
+  if (cc.get(EXAMPLE)) {
+    lines.push(
+      `- lxd-driver / GitLab example wall time: ${
+        x(ratio(driverBatch?.wall, cc.get(EXAMPLE)?.wall))
+      }`,
+    );
+  }
+  for (const [name, batch] of cc) {
+    if (batch.firstError) lines.push(`- ${name}, first failure: ${batch.firstError}`);
+  }
+  lines.push("");
+  checks.push(`4. ${options.concurrent} jobs at once: ${ccTarget.replaceAll("**", "")}`);
+
+  return { markdown: lines.join("\n").replaceAll(/\n{3,}/g, "\n\n"), checks };
+}
+
+/** Contenders that produced no measurement at all in items 1–3. */
+function didNotRun(r: Results): string[] {
+  const broken: string[] = [];
+  for (const [name] of r.runStage.setupErrors) broken.push(`run stage: ${name}`);
+  for (const [name, series] of r.runStage.series) {
+    if (series.ok.length === 0) broken.push(`run stage: ${name}`);
+  }
+  for (const [name, series] of r.prepareCleanup) {
+    if (series.total.ok.length === 0) broken.push(`prepare + cleanup: ${name}`);
+  }
+  for (const [name, series] of r.wholeJob) {
+    if (series.ok.length === 0) broken.push(`whole job: ${name}`);
+  }
+  return broken;
+}
+
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<number> {
+  let options: Options;
+  try {
+    const parsed = parseOptions(Deno.args);
+    if (parsed === "help") {
+      print(USAGE);
+      return 0;
+    }
+    options = parsed;
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    print(`bench: ${error.message}\n\n${USAGE}`);
+    return 2;
+  }
+
+  const probe = await lxc("query", "/1.0").catch((error) => ({
+    code: 1,
+    stdout: "",
+    stderr: errorText(error),
+  }));
+  if (probe.code !== 0) {
+    print(`bench: LXD is not reachable: ${probe.stderr.trim()} (run scripts/setup-lxd.sh)`);
+    return 1;
+  }
+
+  print(`bench: ${FLAGS_LINE(options)}`);
+  if (!options.example) {
+    print(`bench: ${EXAMPLE_ENV} is not set: the GitLab example's columns are left out`);
+  }
+  driverSettings = await settingsFile();
+  scratch = await Deno.makeTempDir({ prefix: "lxd-driver-bench-" });
+  const onSignal = (code: number) => () => {
+    print(`bench: interrupted; deleting this run's containers`);
+    deleteLeftovers().finally(() => Deno.exit(code));
+  };
+  const onInt = onSignal(130);
+  const onTerm = onSignal(143);
+  Deno.addSignalListener("SIGINT", onInt);
+  Deno.addSignalListener("SIGTERM", onTerm);
+
+  let results: Results;
+  try {
+    const host = await describeHost(options);
+    const runStage = await benchRunStage(options);
+    const prepareCleanup = await benchPrepareCleanup(options);
+    const breakdown = await prepareBreakdown();
+    const whole = await benchWholeJob(options);
+    const concurrent = await benchConcurrent(options);
+    results = {
+      options,
+      host,
+      runStage,
+      prepareCleanup,
+      breakdown,
+      wholeJob: whole,
+      concurrent,
+    };
+  } finally {
+    const stuck = await deleteLeftovers();
+    print(`bench: containers created: ${containers.size}, left behind: ${stuck.length}`);
+    if (stuck.length) print(`bench: could not delete ${stuck.join(", ")}`);
+    await Deno.remove(scratch, { recursive: true }).catch(() => {});
+    await Deno.remove(driverSettings).catch(() => {});
+    Deno.removeSignalListener("SIGINT", onInt);
+    Deno.removeSignalListener("SIGTERM", onTerm);
+  }
+
+  const { markdown, checks } = render(results);
+  print("");
+  print(markdown);
+  print("");
+  print("Targets:");
+  for (const check of checks) print(`  ${check}`);
+  if (options.out) {
+    await Deno.writeTextFile(options.out, markdown + "\n");
+    print(`bench: wrote ${options.out}`);
+  } else {
+    print("bench: --quick without --out: no report file written");
+  }
+  const broken = didNotRun(results);
+  if (broken.length > 0) {
+    print(`bench: these contenders did not run at all: ${broken.join("; ")}`);
+    return 1;
+  }
+  return 0;
+}
+
+Deno.exit(await main());

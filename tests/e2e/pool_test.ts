@@ -1,0 +1,227 @@
+/** End-to-end: the warm pool and runner-host identities, against real LXD. */
+import assert from "node:assert/strict";
+import { Job, runnerScript } from "../runner.ts";
+import { BUSYBOX, exists, lxc, lxdAvailable, settingsFile, uniqueJobId } from "../lxd.ts";
+
+const ignore = !(await lxdAvailable());
+
+interface PoolMember {
+  name: string;
+  status: string;
+  host: string;
+  pool: string;
+}
+
+async function poolMembers(host: string): Promise<PoolMember[]> {
+  const list = await lxc("list", "--format", "json");
+  const all = JSON.parse(list.stdout) as {
+    name: string;
+    status: string;
+    config: Record<string, string>;
+  }[];
+  return all.filter((i) =>
+    i.config["user.lxd-driver.host"] === host && i.config["user.lxd-driver.pool"] === "warm"
+  )
+    .map((i) => ({
+      name: i.name,
+      status: i.status,
+      host,
+      pool: i.config["user.lxd-driver.pool"]!,
+    }));
+}
+
+async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined>,
+  timeoutMs = 60_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+const warmCount = (host: string, count: number) => () =>
+  poolMembers(host).then((m) =>
+    m.filter((x) => x.status === "Running").length >= count ? m : undefined
+  );
+
+async function removeHost(host: string): Promise<void> {
+  const list = await lxc("list", "--format", "json");
+  for (const i of JSON.parse(list.stdout) as { name: string; config: Record<string, string> }[]) {
+    if (i.config["user.lxd-driver.host"] === host) await lxc("delete", "--force", i.name);
+  }
+}
+
+async function poolSettings(host: string, size: number, extra = ""): Promise<string> {
+  return await settingsFile(`\n[lxd]\nhost_id = "${host}"\n\n[pool]\nsize = ${size}\n${extra}`);
+}
+
+Deno.test({
+  name:
+    "prepare takes a warm container, later stages find it, and the pool refills without delaying the job",
+  ignore,
+  async fn() {
+    const host = `pool-a-${crypto.randomUUID().slice(0, 6)}`;
+    const settings = await poolSettings(host, 2);
+    try {
+      // The first job finds the pool empty: it gets a container of its own and the pool fills behind it.
+      const first = await Job.create({
+        jobId: uniqueJobId(),
+        env: { LXD_DRIVER_CONFIG: settings },
+      });
+      const cold = await first.prepare();
+      assert.equal(cold.code, 0, cold.stderr);
+      assert.match(cold.stderr, /No warm container in the pool/);
+      await first.cleanup();
+      await first.remove();
+      const warm = await waitFor("two warm containers", warmCount(host, 2));
+
+      const job = await Job.create({ jobId: uniqueJobId(), env: { LXD_DRIVER_CONFIG: settings } });
+      const prepare = await job.prepare();
+      assert.equal(prepare.code, 0, prepare.stderr);
+      const claimed = prepare.stderr.match(/Took warm container (\S+) from the pool/)?.[1];
+      assert.ok(claimed && warm.some((m) => m.name === claimed), prepare.stderr);
+      // The refill was started, not waited for: its container is not running yet.
+      const right_after = await poolMembers(host);
+      assert.ok(
+        right_after.filter((m) => m.status === "Running").length < 2,
+        JSON.stringify(right_after),
+      );
+
+      const run = await job.run(runnerScript("hostname"), "step_script");
+      assert.equal(run.code, 0, run.stderr);
+      assert.equal(run.stdout.trim(), claimed);
+      const cleanup = await job.cleanup();
+      assert.equal(cleanup.code, 0, cleanup.stderr);
+      assert.equal(await exists(claimed), false);
+      await assert.rejects(Deno.stat(`${job.dir}/lxd-driver-container`), Deno.errors.NotFound);
+      await job.remove();
+      await waitFor("the pool back at two", warmCount(host, 2));
+    } finally {
+      await removeHost(host);
+    }
+  },
+});
+
+Deno.test({
+  name: "two prepares at once never get the same warm container",
+  ignore,
+  async fn() {
+    const host = `pool-b-${crypto.randomUUID().slice(0, 6)}`;
+    const settings = await poolSettings(host, 3);
+    try {
+      const seed = await Job.create({ jobId: uniqueJobId(), env: { LXD_DRIVER_CONFIG: settings } });
+      assert.equal((await seed.prepare()).code, 0);
+      await seed.cleanup();
+      await seed.remove();
+      await waitFor("three warm containers", warmCount(host, 3));
+
+      const jobs = await Promise.all(
+        [1, 2, 3].map(() =>
+          Job.create({ jobId: uniqueJobId(), env: { LXD_DRIVER_CONFIG: settings } })
+        ),
+      );
+      const results = await Promise.all(jobs.map((job) => job.prepare()));
+      const names = results.map((r) => {
+        assert.equal(r.code, 0, r.stderr);
+        return r.stderr.match(/Took warm container (\S+)/)?.[1] ??
+          r.stderr.match(/Creating container (\S+)/)?.[1];
+      });
+      assert.equal(new Set(names).size, 3, names.join(", "));
+      for (const job of jobs) {
+        await job.cleanup();
+        await job.remove();
+      }
+    } finally {
+      await removeHost(host);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "warm containers of an outdated image are replaced, and gc trims a pool that was turned off",
+  ignore,
+  async fn() {
+    const host = `pool-c-${crypto.randomUUID().slice(0, 6)}`;
+    try {
+      const bookworm = await poolSettings(host, 1);
+      const seed = await Job.create({ jobId: uniqueJobId(), env: { LXD_DRIVER_CONFIG: bookworm } });
+      assert.equal((await seed.prepare()).code, 0);
+      await seed.cleanup();
+      const [old] = await waitFor("one warm bookworm container", warmCount(host, 1));
+
+      // The default image changes: the old warm container is not used, and goes.
+      const busybox = await poolSettings(host, 1, `\n[job]\nshell = "sh"\n`).then(async (path) => {
+        const text = await Deno.readTextFile(path);
+        await Deno.writeTextFile(path, text.replace(/default = ".*"/, `default = "${BUSYBOX}"`));
+        return path;
+      });
+      const job = await Job.create({
+        jobId: uniqueJobId(),
+        env: { LXD_DRIVER_CONFIG: busybox },
+        variables: { GIT_STRATEGY: "none" },
+      });
+      const prepare = await job.prepare();
+      assert.equal(prepare.code, 0, prepare.stderr);
+      assert.doesNotMatch(prepare.stderr, new RegExp(`Took warm container ${old!.name}`));
+      await waitFor(
+        "the outdated container gone",
+        async () => (await exists(old!.name)) ? undefined : true,
+      );
+      await job.cleanup();
+      await job.remove();
+      await seed.remove();
+      await waitFor("one warm busybox container", warmCount(host, 1));
+
+      // Turned off: gc removes what the pool left behind, even when young.
+      const off = await poolSettings(host, 0);
+      const gc = await Job.create({ jobId: uniqueJobId(), env: { LXD_DRIVER_CONFIG: off } });
+      const result = await gc.exec(["gc", "--older-than", "1h"]);
+      assert.equal(result.code, 0, result.stderr);
+      assert.match(result.stdout, /beyond \[pool\] size 0/);
+      assert.deepEqual(await poolMembers(host), []);
+      await gc.remove();
+    } finally {
+      await removeHost(host);
+    }
+  },
+});
+
+Deno.test({
+  name: "runner hosts sharing one LXD only ever touch their own containers",
+  ignore,
+  async fn() {
+    const hostA = `host-a-${crypto.randomUUID().slice(0, 6)}`;
+    const hostB = `host-b-${crypto.randomUUID().slice(0, 6)}`;
+    try {
+      const a = await poolSettings(hostA, 1);
+      const b = await poolSettings(hostB, 1);
+      const seed = await Job.create({ jobId: uniqueJobId(), env: { LXD_DRIVER_CONFIG: a } });
+      assert.equal((await seed.prepare()).code, 0);
+      const [warmA] = await waitFor("host A's warm container", warmCount(hostA, 1));
+
+      // B's prepare does not take A's warm container; B's gc does not delete A's containers.
+      const jobB = await Job.create({ jobId: uniqueJobId(), env: { LXD_DRIVER_CONFIG: b } });
+      const prepare = await jobB.prepare();
+      assert.equal(prepare.code, 0, prepare.stderr);
+      assert.match(prepare.stderr, /No warm container in the pool/);
+      const gcB = await jobB.exec(["gc", "--older-than", "0s"]);
+      assert.equal(gcB.code, 0, gcB.stderr);
+      assert.equal(await exists(warmA!.name), true);
+      assert.equal(await exists(`runner-1-project-1-concurrent-0-job-${seed.options.jobId}`), true);
+      assert.doesNotMatch(gcB.stdout, new RegExp(hostA));
+      await seed.cleanup();
+      await seed.remove();
+      await jobB.cleanup();
+      await jobB.remove();
+    } finally {
+      await removeHost(hostA);
+      await removeHost(hostB);
+    }
+  },
+});

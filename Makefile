@@ -13,6 +13,11 @@ test: setup
 demo: setup
 	"$(DENO)" run -q -A scripts/demo.ts
 
+## bench: set up, then time lxd-driver against raw lxc and GitLab's example driver; writes BENCHMARKS.md
+##   (LXD_DRIVER_BENCH_EXAMPLE: a directory with GitLab's example LXD driver scripts, driver.sh among them)
+bench: setup
+	"$(DENO)" run -q -A scripts/bench.ts
+
 ## setup: install and start what the tests need (Deno, LXD, storage pool, test images)
 setup:
 	@scripts/ensure-deno.sh >/dev/null

@@ -11,6 +11,7 @@ import { BuildFailure, exitCodeFor, readExitCodes, UsageError } from "./lib/erro
 import { recordJobExitCode } from "./lib/exit_code_file.ts";
 import { createLogger, debugRequested, type Logger } from "./lib/log.ts";
 import type { Lxd } from "./lib/lxd.ts";
+import { targetOf } from "./lib/lxd_target.ts";
 import { loadSettings, type Settings, settingsPath } from "./lib/settings.ts";
 import { parseDuration } from "./lib/duration.ts";
 
@@ -183,7 +184,7 @@ async function main(argv: string[]): Promise<number> {
 
 async function connect(ctx: Context): Promise<Lxd> {
   const { Lxd } = await import("./lib/lxd.ts");
-  return new Lxd({ cli: ctx.settings.lxd.cli, log: ctx.log });
+  return new Lxd({ target: targetOf(ctx.settings.lxd), log: ctx.log });
 }
 
 function report(log: Logger, error: unknown): void {

@@ -108,7 +108,7 @@ async function findLocalImage(lxd: Lxd, reference: string, retry = true): Promis
     const out = await lxd.run([
       "query",
       "--",
-      `/1.0/images/aliases/${encodeURIComponent(reference)}`,
+      lxd.api(`/1.0/images/aliases/${encodeURIComponent(reference)}`),
     ]);
     const alias = JSON.parse(out) as { target?: string };
     if (!alias.target) throw new Error(`alias ${reference} has no target: ${out}`);
@@ -140,7 +140,7 @@ async function localImageByFingerprint(
 ): Promise<LocalImage | undefined> {
   let out: string;
   try {
-    out = await lxd.run(["query", "--", `/1.0/images/${encodeURIComponent(fingerprint)}`]);
+    out = await lxd.run(["query", "--", lxd.api(`/1.0/images/${encodeURIComponent(fingerprint)}`)]);
   } catch (error) {
     if (error instanceof LxdError && isNotFound(error.stderr)) return undefined;
     throw error;
@@ -237,7 +237,8 @@ async function download(
   options: EnsureImageOptions,
 ): Promise<void> {
   const intervalMs = options.progressIntervalMs ?? DEFAULT_PROGRESS_INTERVAL_MS;
-  const target = (await lxd.run(["remote", "get-default"])).trim() || "local";
+  // The store the driver launches from: the configured remote's, else the client's default.
+  const target = lxd.target.remote || (await lxd.run(["remote", "get-default"])).trim() || "local";
   // Downloads that were already running are someone else's.
   const earlier = new Set((await downloadOperations(lxd).catch(() => [])).map((op) => op.id));
 
@@ -306,7 +307,7 @@ interface DownloadOperation {
 
 /** LXD's running image downloads, with their progress text (`45% (12.3MB/s)`, `218.68MB (218.28MB/s)`). */
 async function downloadOperations(lxd: Lxd): Promise<DownloadOperation[]> {
-  const out = await lxd.run(["query", "--", "/1.0/operations?recursion=1"], {
+  const out = await lxd.run(["query", "--", lxd.api("/1.0/operations?recursion=1")], {
     timeoutMs: OPERATIONS_TIMEOUT_MS,
   });
   const byStatus = JSON.parse(out) as Record<string, ApiOperation[] | null> | null;

@@ -10,6 +10,7 @@ import { formatDuration } from "./duration.ts";
 import { SystemFailure } from "./errors.ts";
 import type { InstanceSpec } from "./instance_spec.ts";
 import type { Logger } from "./log.ts";
+import { apiPath, globalArgs, instanceRef, type LxdTarget } from "./lxd_target.ts";
 
 /** A failed `lxc` call. A system failure unless a stage decides otherwise. */
 export class LxdError extends SystemFailure {
@@ -72,27 +73,44 @@ export interface ExecOptions {
 }
 
 export interface LxdOptions {
-  readonly cli: string;
+  readonly target: LxdTarget;
   readonly log: Logger;
   /** The dax command builder to run commands with; tests register a fake `lxc` on it. */
   readonly builder?: CommandBuilder;
 }
 
 export class Lxd {
+  readonly target: LxdTarget;
   readonly #cli: string;
   readonly #log: Logger;
   readonly #builder: CommandBuilder;
 
   constructor(options: LxdOptions) {
-    this.#cli = options.cli;
+    this.target = options.target;
+    this.#cli = options.target.cli;
     this.#log = options.log;
     this.#builder = options.builder ?? new CommandBuilder();
+  }
+
+  /** The instance's reference for CLI commands (with the remote, if any). */
+  ref(name: string): string {
+    return instanceRef(this.target, name);
+  }
+
+  /** The whole argv of a CLI command, with the project flag when one is set. */
+  argv(args: readonly string[]): string[] {
+    return args[0] === "query" ? [...args] : [...globalArgs(this.target), ...args];
+  }
+
+  /** An API path on the remote and in the project. */
+  api(path: string): string {
+    return apiPath(this.target, path);
   }
 
   /** Runs `<cli> args...`, returning stdout; throws LxdError on a non-zero exit. */
   async run(args: readonly string[], options: ExecOptions = {}): Promise<string> {
     const started = performance.now();
-    let command = this.#builder.command([this.#cli, ...args]).noThrow().stdout("piped")
+    let command = this.#builder.command([this.#cli, ...this.argv(args)]).noThrow().stdout("piped")
       .stderr("piped");
     command = options.stdin === undefined
       ? command.stdin("null")
@@ -116,14 +134,15 @@ export class Lxd {
   ): Promise<unknown> {
     const args = ["query", "--wait", "--request", method];
     if (body !== undefined) args.push("--data", JSON.stringify(body));
-    args.push("--", path);
+    args.push("--", this.api(path));
     const out = await this.run(args);
     return out.trim() ? JSON.parse(out) : undefined;
   }
 
   /** Creates (without starting) the instance described by `spec`. */
   async create(spec: InstanceSpec): Promise<void> {
-    await this.query("POST", "/1.0/instances", spec);
+    const member = this.target.member ? `?target=${encodeURIComponent(this.target.member)}` : "";
+    await this.query("POST", `/1.0/instances${member}`, spec);
   }
 
   /** Changes some of an instance's config keys and devices, keeping the others. */
@@ -136,7 +155,7 @@ export class Lxd {
 
   /** Starts a created instance. */
   async start(name: string): Promise<void> {
-    await this.run(["start", "--", name]);
+    await this.run(["start", "--", this.ref(name)]);
   }
 
   /** The instance's config keys, including LXD's volatile ones. */
@@ -162,14 +181,14 @@ export class Lxd {
       mode,
       "--",
       hostPath,
-      `${name}${containerPath}`,
+      `${this.ref(name)}${containerPath}`,
     ]);
   }
 
   /** Force-deletes `name`; returns false when it did not exist. */
   async delete(name: string): Promise<boolean> {
     try {
-      await this.run(["delete", "--force", "--", name]);
+      await this.run(["delete", "--force", "--", this.ref(name)]);
       return true;
     } catch (error) {
       if (error instanceof LxdError && error.notFound) return false;
@@ -179,12 +198,17 @@ export class Lxd {
 
   /** Runs argv inside the container and returns its stdout. */
   exec(name: string, argv: readonly string[], options: ExecOptions = {}): Promise<string> {
-    return this.run(["exec", "--force-noninteractive", "--", name, ...argv], options);
+    return this.run(["exec", "--force-noninteractive", "--", this.ref(name), ...argv], options);
   }
 
   /** Every instance with its config (for gc). */
   async list(): Promise<InstanceSummary[]> {
-    const out = await this.run(["list", "--format", "json"]);
+    const out = await this.run([
+      "list",
+      "--format",
+      "json",
+      ...(this.target.remote ? ["--", `${this.target.remote}:`] : []),
+    ]);
     const parsed = JSON.parse(out) as {
       name: string;
       status: string;

@@ -56,7 +56,6 @@ export function poolState(
 
 export interface PoolOptions {
   readonly lxd: Lxd;
-  readonly cli: string;
   readonly size: number;
   readonly host: string;
   readonly log: Logger;
@@ -114,10 +113,14 @@ export function refill(
   const missing = options.size - state.warm.length - state.starting.length;
   try {
     for (const instance of state.surplus) {
-      spawnDetached(options.cli, ["delete", "--force", "--", instance.name]);
+      spawnDetached(options.lxd, ["delete", "--force", "--", options.lxd.ref(instance.name)]);
     }
     for (let i = 0; i < missing; i++) {
-      spawnDetached(options.cli, launchArgs(poolMember(template, fingerprint, options.host)));
+      const member = poolMember(template, fingerprint, options.host);
+      spawnDetached(
+        options.lxd,
+        launchArgs(member, (name) => options.lxd.ref(name), options.lxd.target.member),
+      );
     }
   } catch (error) {
     options.log.warn(`could not refill the warm pool: ${(error as Error).message}`);
@@ -146,9 +149,17 @@ export function poolMember(
   return { ...template, name, config, devices: root ? { root } : {} };
 }
 
-/** `lxc launch` arguments creating and starting `spec` in one detached call. */
-export function launchArgs(spec: InstanceSpec): string[] {
+/**
+ * `lxc launch` arguments creating and starting `spec` in one detached call;
+ * `ref` adds the remote to the image and instance names.
+ */
+export function launchArgs(
+  spec: InstanceSpec,
+  ref: (name: string) => string,
+  member: string,
+): string[] {
   const args = ["launch", "--quiet"];
+  if (member) args.push("--target", member);
   if (spec.profiles.length === 0) args.push("--no-profiles");
   for (const profile of spec.profiles) args.push("--profile", profile);
   if (spec.ephemeral) args.push("--ephemeral");
@@ -156,13 +167,13 @@ export function launchArgs(spec: InstanceSpec): string[] {
   const root = spec.devices.root;
   if (root?.pool) args.push("--storage", root.pool);
   if (root?.size) args.push("--device", `root,size=${root.size}`);
-  args.push("--", spec.source.fingerprint, spec.name);
+  args.push("--", ref(spec.source.fingerprint), ref(spec.name));
   return args;
 }
 
-function spawnDetached(cli: string, args: string[]): void {
-  const child = new Deno.Command(cli, {
-    args,
+function spawnDetached(lxd: Lxd, args: string[]): void {
+  const child = new Deno.Command(lxd.target.cli, {
+    args: lxd.argv(args),
     stdin: "null",
     stdout: "null",
     stderr: "null",

@@ -5,6 +5,7 @@
 import { parse, TomlError } from "smol-toml";
 import { formatDuration, parseDuration } from "./duration.ts";
 import { SystemFailure } from "./errors.ts";
+import { detectCli } from "./lxd_target.ts";
 import { parseSize, type Size } from "./size.ts";
 
 export const DEFAULT_SETTINGS_PATH = "/etc/lxd-driver/config.toml";
@@ -65,7 +66,14 @@ export interface Settings {
     readonly cacheDir: string;
   };
   readonly lxd: {
+    /** The client; unset in the file: `lxc` when installed, else `incus`. */
     readonly cli: "lxc" | "incus";
+    /** The client remote every operation goes to; empty: the client's default. */
+    readonly remote: string;
+    /** The LXD project; empty: the default project. */
+    readonly project: string;
+    /** The cluster member to place instances on; empty: LXD decides. */
+    readonly target: string;
     /** Identifies this runner host among several sharing one LXD; empty: the host name. */
     readonly hostId: string;
   };
@@ -176,6 +184,11 @@ const duration = (fallback: string, bounds: { min: number; max: number }): Field
   },
 });
 
+/** Remote, project and member names: plain words, never flags. */
+const lxdName = (v: string) =>
+  /^([A-Za-z0-9][A-Za-z0-9._-]{0,62})?$/.test(v)
+    ? undefined
+    : "expected a name of letters, digits, . _ -";
 const absolutePath = (v: string) => v.startsWith("/") ? undefined : "expected an absolute path";
 const notEmpty = (v: string) => v.trim() ? undefined : "must not be empty";
 
@@ -217,7 +230,10 @@ const SCHEMA = {
     cache_dir: string("/cache", absolutePath),
   },
   lxd: {
-    cli: oneOf<"lxc" | "incus">("lxc", ["lxc", "incus"]),
+    cli: oneOf<"" | "lxc" | "incus">("", ["lxc", "incus"]),
+    remote: string("", lxdName),
+    project: string("", lxdName),
+    target: string("", lxdName),
     host_id: string(
       "",
       (v) =>
@@ -356,7 +372,13 @@ export function parseSettings(text: string, source: string | undefined): Setting
     helper: { gitlabRunner: s.helper.gitlab_runner, caFile: s.helper.ca_file },
     cache: { hostDir: s.cache.host_dir, perSlot: s.cache.per_slot },
     job: { shell: s.job.shell, buildsDir: s.job.builds_dir, cacheDir: s.job.cache_dir },
-    lxd: { cli: s.lxd.cli, hostId: s.lxd.host_id },
+    lxd: {
+      cli: s.lxd.cli || detectCli(Deno.env.get("PATH")),
+      remote: s.lxd.remote,
+      project: s.lxd.project,
+      target: s.lxd.target,
+      hostId: s.lxd.host_id,
+    },
     pool: { size: s.pool.size },
     log: { debug: s.log.debug },
   };

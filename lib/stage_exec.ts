@@ -8,6 +8,7 @@
  */
 import { SystemFailure } from "./errors.ts";
 import type { Logger } from "./log.ts";
+import { globalArgs, instanceRef, type LxdTarget } from "./lxd_target.ts";
 
 /** Where the wrapper keeps each stage's pid and exit status inside the container. */
 const STATE_DIR = "/run/lxd-driver";
@@ -49,7 +50,7 @@ const STATUS_READER =
   `f=${STATE_DIR}/$1.rc; [ -r "$f" ] && cat "$f"; rm -f "$f" "${STATE_DIR}/$1.pid"; exit 0`;
 
 export interface StageExecOptions {
-  readonly cli: string;
+  readonly target: LxdTarget;
   readonly container: string;
   /** The shell command that reads the script from stdin. */
   readonly shell: readonly string[];
@@ -70,7 +71,8 @@ const CANCEL_SIGNALS: Deno.Signal[] = ["SIGTERM", "SIGINT"];
 /** Runs the script to completion (or cancel) and reports how it ended. */
 export async function execStage(options: StageExecOptions): Promise<StageOutcome> {
   const stageId = crypto.randomUUID();
-  const { cli, container, log } = options;
+  const { target, container, log } = options;
+  const cli = target.cli;
   const graceMs = options.killGraceMs ?? 3000;
   const script = await Deno.open(options.scriptPath, { read: true }).catch((error) => {
     throw new SystemFailure(`cannot read the job script ${options.scriptPath}: ${error.message}`);
@@ -79,18 +81,14 @@ export async function execStage(options: StageExecOptions): Promise<StageOutcome
   // detached: the runner signals our whole process group on cancel; the local
   // client must not die with it before the job inside the container is stopped.
   const child = new Deno.Command(cli, {
-    args: [
-      "exec",
-      "--force-noninteractive",
-      "--",
-      container,
+    args: execArgs(target, container, [
       "sh",
       "-c",
       WRAPPER,
       "lxd-driver",
       stageId,
       ...options.shell,
-    ],
+    ]),
     stdin: "piped",
     stdout: "inherit",
     stderr: "inherit",
@@ -104,7 +102,7 @@ export async function execStage(options: StageExecOptions): Promise<StageOutcome
     if (cancelled) return;
     cancelled = true;
     log.info("Cancel received: stopping the job's processes in the container");
-    stopStage(cli, container, stageId, graceMs).finally(() => {
+    stopStage(target, container, stageId, graceMs).finally(() => {
       // The wrapper exits once its session is gone; if the client still hangs, drop it.
       const timer = setTimeout(() => {
         try {
@@ -119,7 +117,7 @@ export async function execStage(options: StageExecOptions): Promise<StageOutcome
     const status = await child.status;
     await feeding;
     if (status.success) return { exitCode: 0, cancelled };
-    const recorded = await readRecordedStatus(cli, container, stageId);
+    const recorded = await readRecordedStatus(target, container, stageId);
     if (recorded === undefined) {
       if (cancelled) return { exitCode: 128 + 15, cancelled };
       throw new SystemFailure(
@@ -137,26 +135,27 @@ export async function execStage(options: StageExecOptions): Promise<StageOutcome
   }
 }
 
+/** `exec` of `argv` in the container, on the target's remote and project. */
+function execArgs(target: LxdTarget, container: string, argv: readonly string[]): string[] {
+  return [
+    ...globalArgs(target),
+    "exec",
+    "--force-noninteractive",
+    "--",
+    instanceRef(target, container),
+    ...argv,
+  ];
+}
+
 async function stopStage(
-  cli: string,
+  target: LxdTarget,
   container: string,
   stageId: string,
   graceMs: number,
 ): Promise<void> {
   const tenths = String(Math.max(1, Math.round(graceMs / 100)));
-  await new Deno.Command(cli, {
-    args: [
-      "exec",
-      "--force-noninteractive",
-      "--",
-      container,
-      "sh",
-      "-c",
-      STOPPER,
-      "lxd-driver",
-      stageId,
-      tenths,
-    ],
+  await new Deno.Command(target.cli, {
+    args: execArgs(target, container, ["sh", "-c", STOPPER, "lxd-driver", stageId, tenths]),
     stdin: "null",
     stdout: "null",
     stderr: "null",
@@ -164,22 +163,12 @@ async function stopStage(
 }
 
 async function readRecordedStatus(
-  cli: string,
+  target: LxdTarget,
   container: string,
   stageId: string,
 ): Promise<number | undefined> {
-  const result = await new Deno.Command(cli, {
-    args: [
-      "exec",
-      "--force-noninteractive",
-      "--",
-      container,
-      "sh",
-      "-c",
-      STATUS_READER,
-      "lxd-driver",
-      stageId,
-    ],
+  const result = await new Deno.Command(target.cli, {
+    args: execArgs(target, container, ["sh", "-c", STATUS_READER, "lxd-driver", stageId]),
     stdin: "null",
     stdout: "piped",
     stderr: "null",

@@ -14,7 +14,9 @@
  */
 import type { Context } from "../lib/context.ts";
 import { DriverError } from "../lib/errors.ts";
+import { hostIdentity, isManaged, madeBy } from "../lib/labels.ts";
 import { type Lxd, LxdError } from "../lib/lxd.ts";
+import { IMAGE, POOL } from "../lib/pool.ts";
 import { DEFAULT_SETTINGS_PATH, type Settings } from "../lib/settings.ts";
 
 export type Status = "OK" | "WARN" | "FAIL" | "SKIP";
@@ -88,6 +90,7 @@ export async function doctor(ctx: Context, lxd: Lxd): Promise<number> {
         ),
       );
     }
+    await report(await guarded(cli, "pool", () => poolCheck(settings, lxd)));
   }
   await report(await guarded(cli, "helper", () => helperCheck(ctx)));
   await report(await guarded(cli, "ca_file", () => caFileCheck(settings)));
@@ -161,13 +164,37 @@ function settingsCheck(settings: Settings): CheckResult {
 
 // --- LXD -------------------------------------------------------------------
 
+/** The warm pool of this runner host: how many containers wait, and of which images. */
+async function poolCheck(settings: Settings, lxd: Lxd): Promise<CheckResult> {
+  const size = settings.pool.size;
+  if (size === 0) return { status: "OK", check: "pool", detail: "off ([pool] size = 0)" };
+  const host = hostIdentity(settings.lxd.hostId);
+  const members = (await lxd.list()).filter((i) =>
+    isManaged(i.config) && madeBy(i.config, host) && i.config[POOL] === "warm"
+  );
+  const running = members.filter((i) => i.status === "Running").length;
+  const images = [...new Set(members.map((i) => (i.config[IMAGE] ?? "?").slice(0, 12)))].join(", ");
+  const detail = `${running} of ${size} warm, ${members.length - running} starting` +
+    (images ? ` (images ${images})` : "") + ` for host ${JSON.stringify(host)}`;
+  if (running === 0) {
+    return {
+      status: "WARN",
+      check: "pool",
+      detail,
+      fix:
+        "the next job refills it; if it stays empty, check that the default image launches (lxc launch)",
+    };
+  }
+  return { status: "OK", check: "pool", detail };
+}
+
 /**
  * `lxc query PATH` parsed as JSON; undefined when LXD answers "not found".
  * PATH always starts with "/", so it cannot be read as a flag.
  */
 async function queryOrMissing<T>(lxd: Lxd, path: string): Promise<T | undefined> {
   try {
-    return JSON.parse(await lxd.run(["query", path])) as T;
+    return JSON.parse(await lxd.run(["query", "--", lxd.api(path)])) as T;
   } catch (error) {
     if (error instanceof LxdError && /\bnot found\b/i.test(error.stderr)) return undefined;
     throw error;
@@ -182,7 +209,7 @@ function reason(error: LxdError): string {
 async function lxdCheck(lxd: Lxd, cli: string): Promise<CheckResult> {
   let answer: string;
   try {
-    answer = await lxd.run(["query", "/1.0"]);
+    answer = await lxd.run(["query", "--", lxd.api("/1.0")]);
   } catch (error) {
     if (!(error instanceof LxdError)) throw error;
     const [first, ...hint] = error.message.split("\n");
@@ -356,7 +383,7 @@ async function imageCheck(
   }
   if (/^[0-9a-f]{1,64}$/i.test(name)) {
     try {
-      const info = await lxd.run(["image", "info", "--", reference]);
+      const info = await lxd.run(["image", "info", "--", lxd.ref(name)]);
       return {
         status: "OK",
         check,

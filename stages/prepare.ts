@@ -149,7 +149,6 @@ async function claimFromPool(
   const claimed = await claimWarm(
     {
       lxd,
-      cli: ctx.settings.lxd.cli,
       size: ctx.settings.pool.size,
       host,
       log: ctx.log,

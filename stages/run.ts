@@ -5,6 +5,7 @@
 import type { Context } from "../lib/context.ts";
 import { BuildFailure } from "../lib/errors.ts";
 import { jobContainer } from "../lib/job_container.ts";
+import { targetOf } from "../lib/lxd_target.ts";
 import { shellCommand } from "../lib/shell.ts";
 import { execStage } from "../lib/stage_exec.ts";
 
@@ -12,7 +13,7 @@ export async function run(ctx: Context, scriptPath: string, stageName: string): 
   const container = await jobContainer(ctx.env);
   ctx.log.debug(`stage ${stageName} in container ${container}`);
   const outcome = await execStage({
-    cli: ctx.settings.lxd.cli,
+    target: targetOf(ctx.settings.lxd),
     container,
     shell: shellCommand(ctx.settings.job.shell),
     scriptPath,

@@ -7,6 +7,7 @@ import { CommandBuilder } from "dax";
 import type { Context } from "../../lib/context.ts";
 import { createLogger } from "../../lib/log.ts";
 import { Lxd } from "../../lib/lxd.ts";
+import { targetOf } from "../../lib/lxd_target.ts";
 import { parseSettings } from "../../lib/settings.ts";
 
 /** One canned result of an `lxc` call. `hang` waits until the call is killed (a timeout). */
@@ -105,7 +106,11 @@ export function harness(options: HarnessOptions = {}): Harness {
     },
   };
   const lxc = new FakeLxc(options.script);
-  const lxd = new Lxd({ cli: settings.lxd.cli, log, builder: lxc.builder(settings.lxd.cli) });
+  const lxd = new Lxd({
+    target: targetOf(settings.lxd),
+    log,
+    builder: lxc.builder(settings.lxd.cli),
+  });
   return { ctx, lxc, lxd, lines, written };
 }
 

@@ -4,6 +4,8 @@ import { CommandBuilder } from "dax";
 import { ensureLocalImage, ImageError, parseImageInfo } from "../../lib/images.ts";
 import { createLogger, type Logger } from "../../lib/log.ts";
 import { Lxd, LxdError } from "../../lib/lxd.ts";
+
+const LOCAL = { cli: "lxc", remote: "", project: "", member: "" } as const;
 import { FakeLxc, LXD_DOWN, type Reply } from "./fake_lxc.ts";
 
 const FP = "3a571b1bc788866612add97632643d945ceef0ba9f4dc0e54acfe8d92ab67337";
@@ -60,7 +62,7 @@ function scripted(script: readonly Reply[]) {
   const lines: string[] = [];
   const lxc = new FakeLxc(script);
   const log = logger(lines);
-  const lxd = new Lxd({ cli: "lxc", log, builder: lxc.builder() });
+  const lxd = new Lxd({ target: LOCAL, log, builder: lxc.builder() });
   return { lxd, lxc, log, lines };
 }
 
@@ -83,7 +85,7 @@ function routed(answer: (args: string[]) => Reply | Promise<Reply>) {
     "incus",
     (context) => context.error(127, "fake incus: not the configured cli"),
   );
-  const lxd = new Lxd({ cli: "lxc", log, builder });
+  const lxd = new Lxd({ target: LOCAL, log, builder });
   return { lxd, log, lines, calls };
 }
 

@@ -8,7 +8,7 @@ function client(script: readonly Reply[], debug = false) {
   const lines: string[] = [];
   const lxc = new FakeLxc(script);
   const lxd = new Lxd({
-    cli: "lxc",
+    target: { cli: "lxc", remote: "", project: "", member: "" },
     log: createLogger({ debug, sink: (line) => lines.push(line) }),
     builder: lxc.builder(),
   });

@@ -15,9 +15,11 @@ import {
 const ignore = !(await lxdAvailable());
 const settings = await settingsFile();
 
-async function instanceNames(): Promise<string[]> {
-  const list = await lxc("list", "--format", "csv", "--columns", "n");
-  return list.stdout.split("\n").filter(Boolean);
+/** Containers labelled with the job id: what a prepare of that job would have made. */
+async function containersOfJob(jobId: number): Promise<string[]> {
+  const list = await lxc("list", "--format", "json");
+  return (JSON.parse(list.stdout) as { name: string; config: Record<string, string> }[])
+    .filter((i) => i.config["user.lxd-driver.job-id"] === String(jobId)).map((i) => i.name);
 }
 
 Deno.test({
@@ -44,7 +46,6 @@ Deno.test({
         systemFailureExitCode: 12,
         variables: { CI_JOB_IMAGE: image },
       });
-      const before = await instanceNames();
       const result = await job.prepare();
       assert.equal(result.code, 11, `${image}: ${result.stderr}`);
       assert.equal(
@@ -56,7 +57,7 @@ Deno.test({
       if (image === "ubuntu:24.04") {
         assert.match(result.stderr, /allowed patterns: "lxd-driver-test\/\*"/);
       }
-      assert.deepEqual(await instanceNames(), before, "no container was created");
+      assert.deepEqual(await containersOfJob(jobId), [], "no container was created");
       assert.equal(await exists(expectedName(jobId)), false);
       await job.remove();
     }
@@ -186,8 +187,17 @@ Deno.test({
       env: { LXD_DRIVER_CONFIG: settings },
       variables: { CI_JOB_ID: String(victimId), CI_PROJECT_ID: "1", CI_RUNNER_ID: "1" },
     });
-    const config = await attacker.config();
-    assert.notEqual(JSON.parse(config.stdout).hostname, expectedName(victimId));
+    const prepared = await attacker.prepare();
+    assert.equal(prepared.code, 0, prepared.stderr);
+    assert.match(
+      prepared.stderr,
+      new RegExp(`Creating container ${expectedName(attacker.options.jobId)}\\b`),
+    );
+    assert.equal(
+      await exists(expectedName(victimId)),
+      true,
+      "prepare left the victim's container alone",
+    );
     assert.equal((await attacker.cleanup()).code, 0);
     assert.equal(await exists(expectedName(victimId)), true, "the victim's container survives");
     await victim.cleanup();

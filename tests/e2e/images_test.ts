@@ -41,7 +41,11 @@ const ignore = !(await lxdAvailable()) || !(await imageServerAvailable());
 function client(): { lxd: Lxd; log: Logger; lines: string[] } {
   const lines: string[] = [];
   const log = createLogger({ sink: (line) => lines.push(line) });
-  return { lxd: new Lxd({ cli: "lxc", log }), log, lines };
+  return {
+    lxd: new Lxd({ target: { cli: "lxc", remote: "", project: "", member: "" }, log }),
+    log,
+    lines,
+  };
 }
 
 async function remoteFingerprint(reference: string): Promise<string> {

@@ -39,7 +39,7 @@ Deno.test({
     assert.equal(answer.builds_dir, "/builds");
     assert.equal(answer.cache_dir, "/cache");
     assert.equal(answer.builds_dir_is_shared, false);
-    assert.equal(answer.hostname, name);
+    assert.equal(answer.hostname, Deno.hostname(), "the runner host, shown as 'via'");
     assert.equal(answer.driver.name, "lxd-driver");
 
     const prepare = await job.prepare();

@@ -2,9 +2,11 @@ import assert from "node:assert/strict";
 import {
   CREATED,
   createdAt,
+  hostIdentity,
   isManaged,
   LABEL_PREFIX,
   labelsFor,
+  madeBy,
   MANAGED,
 } from "../../lib/labels.ts";
 
@@ -12,8 +14,9 @@ const ID = { jobId: "42", projectId: "7", runnerId: "3", concurrentProjectId: "1
 
 Deno.test("labelsFor() gives the driver's user.* keys and values", () => {
   const now = new Date("2024-05-06T07:08:09.010Z");
-  assert.deepEqual(labelsFor(ID, now), {
+  assert.deepEqual(labelsFor(ID, "runner-host-1", now), {
     "user.lxd-driver.managed": "true",
+    "user.lxd-driver.host": "runner-host-1",
     "user.lxd-driver.runner-id": "3",
     "user.lxd-driver.project-id": "7",
     "user.lxd-driver.job-id": "42",
@@ -35,7 +38,7 @@ Deno.test("isManaged() is true only for managed=true", () => {
 
 Deno.test("createdAt() reads the created label", () => {
   const now = new Date("2024-05-06T07:08:09.010Z");
-  assert.deepEqual(createdAt(labelsFor(ID, now)), now);
+  assert.deepEqual(createdAt(labelsFor(ID, "h", now)), now);
 });
 
 Deno.test("createdAt() is undefined when the label is missing or invalid", () => {
@@ -44,4 +47,15 @@ Deno.test("createdAt() is undefined when the label is missing or invalid", () =>
   assert.equal(createdAt({ [CREATED]: "" }), undefined);
   assert.equal(createdAt({ [CREATED]: "yesterday" }), undefined);
   assert.equal(createdAt({ [CREATED]: "2024-13-45T99:00:00Z" }), undefined);
+});
+
+Deno.test("madeBy() matches only the given runner host", () => {
+  assert.equal(madeBy(labelsFor(ID, "a", new Date()), "a"), true);
+  assert.equal(madeBy(labelsFor(ID, "a", new Date()), "b"), false);
+  assert.equal(madeBy({ [MANAGED]: "true" }, "a"), false);
+});
+
+Deno.test("hostIdentity() is the configured id, else the host name", () => {
+  assert.equal(hostIdentity("runner-7"), "runner-7");
+  assert.equal(hostIdentity(""), Deno.hostname());
 });

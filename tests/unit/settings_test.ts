@@ -494,3 +494,26 @@ Deno.test("parseSettings() rejects an unknown key inside [limits]", () => {
       "  u.toml:4: unknown key [limits] memory_max",
   );
 });
+
+Deno.test("parseSettings() reads [lxd] host_id and [pool] size", () => {
+  const settings = parseSettings('[lxd]\nhost_id = "ci-2.example_a"\n[pool]\nsize = 4\n', "h.toml");
+  assert.deepEqual(settings.lxd, { cli: "lxc", hostId: "ci-2.example_a" });
+  assert.deepEqual(settings.pool, { size: 4 });
+  assert.equal(
+    parseSettings(`[lxd]\nhost_id = "${"a".repeat(63)}"\n`, "h.toml").lxd.hostId.length,
+    63,
+  );
+});
+
+Deno.test("parseSettings() rejects a host_id with other characters or too long, and a negative pool size", () => {
+  for (const value of ["a b", "x/y", "$(id)", "a".repeat(64)]) {
+    const message = failureOf(() => parseSettings(`[lxd]\nhost_id = "${value}"\n`, "h.toml"));
+    assert.match(
+      message,
+      /h\.toml:2: \[lxd\] host_id: expected letters, digits, \. _ - \(at most 63\)/,
+      value,
+    );
+  }
+  const message = failureOf(() => parseSettings("[pool]\nsize = -1\n", "h.toml"));
+  assert.match(message, /h\.toml:2: \[pool\] size: expected a whole number \(0 for no limit\)/);
+});

@@ -118,7 +118,7 @@ const stringMap = (): Field<Readonly<Record<string, string>>> => ({
     ) {
       throw "expected a table of strings";
     }
-    return value as Record<string, string>;
+    return { ...value } as Record<string, string>;
   },
 });
 

@@ -43,55 +43,14 @@ install -d -m 0755 "$destdir/etc/lxd-driver"
 if [[ -e $destdir$settings ]]; then
   echo "install: $destdir$settings exists; left as it is" >&2
 else
-  tmp=$(mktemp)
-  trap 'rm -f "$tmp"' EXIT
-  cat >"$tmp" <<'EOF'
-# lxd-driver settings. Every key is optional: each is shown commented out
-# with its default, which applies while it stays commented out. Unknown
-# sections and keys are errors. Another file can be used with --config FILE
-# or $LXD_DRIVER_CONFIG.
-
-[image]
-# Image used when a job names none (the job's `image:`).
-# default = "images:debian/12"
-# Glob patterns (`*` matches anything) that a job's `image:` must match to be
-# used, e.g. ["images:debian/*", "images:ubuntu/*"]; the default image is
-# always allowed, so the empty default lets jobs have only that one.
-# allowed = []
-
-[instance]
-# LXD profiles applied to each job's container, in order; [] for none.
-# profiles = ["default"]
-# Storage pool for the container's root disk; "": the profiles' root disk pool.
-# storage_pool = ""
-# How long prepare waits for the container to be ready ("90s", "5m", or seconds).
-# ready_timeout = "120s"
-# Launch containers as ephemeral (LXD deletes them when they stop).
-# ephemeral = false
-
-[job]
-# Shell that runs the job's scripts inside the container: "bash", "sh" or "pwsh".
-# shell = "bash"
-# Absolute paths inside the container for the builds and the cache.
-# builds_dir = "/builds"
-# cache_dir = "/cache"
-
-[lxd]
-# Command line client: "lxc" (LXD) or "incus" (Incus).
-# cli = "lxc"
-
-[log]
-# Debug messages from the driver (also turned on by LXD_DRIVER_DEBUG=1).
-# debug = false
-EOF
-  install -m 0644 "$tmp" "$destdir$settings"
+  install -m 0644 "$root/scripts/config.example.toml" "$destdir$settings"
   echo "install: $destdir$settings (an example; every key commented out)" >&2
 fi
 
 cat <<EOF
 
 Add to the runner's section in gitlab-runner's config.toml
-(e.g. /etc/gitlab-runner/config.toml):
+(e.g. /etc/gitlab-runner/config.toml), or run "$target runner-config":
 
   executor = "custom"
   [runners.custom]

@@ -24,7 +24,11 @@ export function cacheSourceFor(settings: Settings, id: JobIdentity): string | un
 export async function ensureCacheDir(path: string): Promise<void> {
   const root = path.slice(0, path.lastIndexOf("/")) || "/";
   // host_dir itself: only root may enter it; the mount does not need more.
-  await Deno.mkdir(root, { recursive: true, mode: 0o711 });
+  try {
+    await Deno.mkdir(root, { recursive: true, mode: 0o711 });
+  } catch (error) {
+    throw new SystemFailure(`cannot create [cache] host_dir ${root}: ${(error as Error).message}`);
+  }
   try {
     await Deno.mkdir(path, { mode: 0o755 });
   } catch (error) {
@@ -74,7 +78,12 @@ export function containerRoot(
 ): { uid: number; gid: number } {
   const raw = config["volatile.idmap.next"] ?? config["volatile.idmap.current"];
   if (!raw || config["security.privileged"] === "true") return { uid: 0, gid: 0 };
-  const entries = JSON.parse(raw) as IdmapEntry[];
+  let entries: IdmapEntry[];
+  try {
+    entries = JSON.parse(raw) as IdmapEntry[];
+  } catch {
+    throw new SystemFailure(`cannot read the container's id map (${raw.slice(0, 80)})`);
+  }
   const find = (kind: "Isuid" | "Isgid") =>
     entries.find((e) => e[kind] && e.Nsid === 0)?.Hostid ?? 0;
   return { uid: find("Isuid"), gid: find("Isgid") };

@@ -9,6 +9,9 @@ import { BuildFailure } from "./errors.ts";
 import type { Settings } from "./settings.ts";
 import { parseSize, type Size } from "./size.ts";
 
+/** Below this a container cannot even start its init; LXD's refusal would look like a system failure. */
+const MIN_MEMORY_BYTES = 64 * 2 ** 20;
+
 export interface JobRequests {
   readonly cpu: number | undefined;
   readonly memory: Size | undefined;
@@ -52,6 +55,9 @@ function memoryRequest(value: string | undefined, max: Size | undefined): Size |
     throw new BuildFailure(
       `LXD_MEMORY must be a size such as "2GiB" or "512MiB", at most ${max.text}`,
     );
+  }
+  if (memory.bytes < MIN_MEMORY_BYTES) {
+    throw new BuildFailure("LXD_MEMORY must be at least 64MiB");
   }
   if (memory.bytes > max.bytes) {
     throw new BuildFailure(`LXD_MEMORY asks for more than this runner's maximum of ${max.text}`);

@@ -19,7 +19,7 @@ export class LxdError extends SystemFailure {
   constructor(readonly args: readonly string[], readonly code: number, stderr: string) {
     const detail = stderr.trim().replace(/^Error: /, "") || `exit code ${code}`;
     super(
-      `${args.slice(0, 2).join(" ")} failed: ${detail}` +
+      `${describe(args)} failed: ${detail}` +
         (isUnreachable(stderr) ? `\n${UNREACHABLE_HINT}` : ""),
     );
     this.name = "LxdError";

@@ -118,6 +118,7 @@ const stringMap = (): Field<Readonly<Record<string, string>>> => ({
     ) {
       throw "expected a table of strings";
     }
+    // A plain copy (the parser's tables have no prototype); lookups use Object.hasOwn.
     return { ...value } as Record<string, string>;
   },
 });
@@ -396,7 +397,8 @@ function lineOf(text: string, section: string | undefined, key: string): number 
     const header = line.match(/^\s*\[\s*([^\]\s]+)\s*\]/);
     if (header) {
       current = header[1];
-      if (section === undefined && current === key) return index + 1;
+      // A key that is itself a table (`[image.aliases]`) is reported at its header.
+      if (current === (section === undefined ? key : `${section}.${key}`)) return index + 1;
       continue;
     }
     if (current === section && new RegExp(`^\\s*"?${escapeRegExp(key)}"?\\s*=`).test(line)) {

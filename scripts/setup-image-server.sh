@@ -247,7 +247,46 @@ if ! incus image info "local:$LARGE_ALIAS" >/dev/null 2>&1; then
   rm -rf --one-file-system "$dir"
 fi
 
-# --- 6. the remote, in both clients ------------------------------------------
+# Served images must be public: untrusted clients see no other. (They can turn
+# private behind our back: copying one of them into one of this server's own
+# projects does that.)
+for alias in "$BUSYBOX_ALIAS" "$LARGE_ALIAS"; do
+  if [[ $(incus image show "local:$alias" | awk '$1 == "public:" {print $2}') != true ]]; then
+    log "making $alias public again"
+    incus image show "local:$alias" | sed 's/^public: false$/public: true/' | incus image edit "local:$alias"
+  fi
+done
+
+# --- 6. the suite's test images, in Incus too ----------------------------------
+# The e2e suite also runs with the incus client (LXD_DRIVER_TEST_CLI=incus) and
+# needs the same images under the same aliases. Exported from LXD and imported
+# unchanged, they keep their fingerprints. Private: they are test images, not
+# part of what the image server serves.
+for alias in lxd-driver-test/bookworm lxd-driver-test/busybox; do
+  incus image info "local:$alias" >/dev/null 2>&1 && continue
+  lxc image info "$alias" >/dev/null 2>&1 ||
+    die "LXD has no $alias image (run scripts/setup-lxd.sh first)"
+  [[ -n $WORK ]] || WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/lxd-driver-image-server.XXXXXX")
+  log "copying $alias from LXD into incus"
+  dir=$WORK/copy
+  mkdir -p "$dir"
+  lxc image export "$alias" "$dir/" >/dev/null
+  mapfile -t files < <(find "$dir" -type f)
+  meta="" rootfs=""
+  for f in "${files[@]}"; do
+    if tar -tf "$f" ./metadata.yaml >/dev/null 2>&1 || tar -tf "$f" metadata.yaml >/dev/null 2>&1; then
+      meta=$f
+    else
+      rootfs=$f
+    fi
+  done
+  [[ -n $meta ]] || die "no metadata in the export of $alias"
+  # A unified image is one tarball; a split one is metadata + rootfs.
+  incus image import "$meta" ${rootfs:+"$rootfs"} --alias "$alias" >/dev/null
+  rm -rf --one-file-system "$dir"
+done
+
+# --- 7. the remote, in both clients ------------------------------------------
 # add_remote CLI PROTOCOL: (re)adds $REMOTE to CLI's config unless it already
 # serves test/busybox. A stale entry (say, incus reinstalled with a new
 # certificate) is replaced.
@@ -267,6 +306,7 @@ add_remote() {
 add_remote lxc lxd
 add_remote incus incus
 
-# --- 7. summary ----------------------------------------------------------------
-log "ready: incus $(incus version | awk '/^Server version:/ {print $3}') on https://$ADDR, remote $REMOTE"
-incus image list local: -f csv -c lfs | awk -F, '{print "setup-image-server: image '"$REMOTE"':" $1 " (" $2 ", " $3 ")"}'
+# --- 8. summary ----------------------------------------------------------------
+pool_driver=$(incus storage show "$POOL" | awk '$1 == "driver:" {print $2}')
+log "ready: incus $(incus version | awk '/^Server version:/ {print $3}') on https://$ADDR, remote $REMOTE, pool $POOL ($pool_driver)"
+incus image list local: -f csv -c lfs | awk -F, '$1 ~ /^test\// {print "setup-image-server: image '"$REMOTE"':" $1 " (" $2 ", " $3 ")"}'

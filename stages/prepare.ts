@@ -49,7 +49,10 @@ export async function prepare(ctx: Context, lxd: Lxd): Promise<void> {
   // Everything the job controls is checked before LXD is touched.
   const requestedImage = chooseImage(env("CUSTOM_ENV_CI_JOB_IMAGE"), settings.image);
   const requests = readJobRequests(env, settings.limits);
-  const reference = settings.image.aliases[requestedImage] ?? requestedImage;
+  const aliases = settings.image.aliases;
+  const reference = Object.hasOwn(aliases, requestedImage)
+    ? aliases[requestedImage]!
+    : requestedImage;
   const jobChoseImage = requestedImage !== settings.image.default;
   const host = hostIdentity(settings.lxd.hostId);
   const usePool = settings.pool.size > 0 && !jobChoseImage;

@@ -2,6 +2,11 @@
  * Real-LXD fixtures for the end-to-end tests. The setup (scripts/setup-lxd.sh,
  * run by `make test`) starts LXD and imports the test images; with CI=true
  * a missing LXD fails the suite instead of skipping it.
+ *
+ * `LXD_DRIVER_TEST_CLI` picks the client and so the daemon the suite runs
+ * against: `lxc` (LXD, the default) or `incus` (Incus, whose test images
+ * scripts/setup-image-server.sh copies from LXD). Both the tests' own checks
+ * and the driver (through `[lxd] cli` in `settingsFile()`) use it.
  */
 
 export const BOOKWORM = "lxd-driver-test/bookworm";
@@ -9,17 +14,29 @@ export const BUSYBOX = "lxd-driver-test/busybox";
 
 const decoder = new TextDecoder();
 
+/** The client the suite runs: `lxc` for LXD, `incus` for Incus. */
+export const TEST_CLI: "lxc" | "incus" = testCli(Deno.env.get("LXD_DRIVER_TEST_CLI"));
+
+function testCli(value: string | undefined): "lxc" | "incus" {
+  if (value === undefined || value === "" || value === "lxc") return "lxc";
+  if (value === "incus") return "incus";
+  throw new Error(`LXD_DRIVER_TEST_CLI must be "lxc" or "incus", not ${JSON.stringify(value)}`);
+}
+
 export interface LxcResult {
   readonly code: number;
   readonly stdout: string;
   readonly stderr: string;
 }
 
-/** Runs the real `lxc` for a test's own checks. */
+/** Runs the real `lxc` (or `incus`, see TEST_CLI) for a test's own checks. */
 export async function lxc(...args: string[]): Promise<LxcResult> {
-  const out = await new Deno.Command("lxc", { args, stdin: "null" }).output();
+  const out = await new Deno.Command(TEST_CLI, { args, stdin: "null" }).output();
   return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
 }
+
+/** The daemon behind TEST_CLI, for messages. */
+export const DAEMON = TEST_CLI === "incus" ? "Incus" : "LXD";
 
 let available: Promise<boolean> | undefined;
 
@@ -29,15 +46,19 @@ export function lxdAvailable(): Promise<boolean> {
     let problem: string | undefined;
     try {
       const images = await lxc("image", "list", "--format", "csv", "--columns", "l");
-      if (images.code !== 0) problem = `lxc image list failed: ${images.stderr.trim()}`;
+      if (images.code !== 0) problem = `${TEST_CLI} image list failed: ${images.stderr.trim()}`;
       else if (!images.stdout.includes(BOOKWORM) || !images.stdout.includes(BUSYBOX)) {
-        problem = `test images ${BOOKWORM} and ${BUSYBOX} are missing (run scripts/setup-lxd.sh)`;
+        problem = `test images ${BOOKWORM} and ${BUSYBOX} are missing (run ${
+          TEST_CLI === "incus" ? "scripts/setup-image-server.sh" : "scripts/setup-lxd.sh"
+        })`;
       }
     } catch (error) {
-      problem = `lxc cannot be run: ${(error as Error).message}`;
+      problem = `${TEST_CLI} cannot be run: ${(error as Error).message}`;
     }
     if (problem === undefined) return true;
-    if (Deno.env.get("CI") === "true") throw new Error(`end-to-end tests need LXD: ${problem}`);
+    if (Deno.env.get("CI") === "true") {
+      throw new Error(`end-to-end tests need ${DAEMON}: ${problem}`);
+    }
     // deno-lint-ignore no-console -- the only way a local run learns why these tests were skipped
     console.warn(`skipping end-to-end tests: ${problem}`);
     return false;
@@ -65,21 +86,35 @@ export function uniqueJobId(): number {
   return (Date.now() % 10_000_000) * 100 + (nextJob++ % 100);
 }
 
-/** Writes a settings file for the tests and returns its path. */
+/**
+ * Writes a settings file for the tests and returns its path. `extra` is
+ * appended inside `[instance]` (bare keys) and may open tables of its own;
+ * `[lxd] cli` is always TEST_CLI, added to the `[lxd]` table `extra` opens
+ * (TOML forbids a second one), or in a table of its own.
+ */
 export async function settingsFile(extra = ""): Promise<string> {
   const path = await Deno.makeTempFile({ prefix: "lxd-driver-settings-", suffix: ".toml" });
-  await Deno.writeTextFile(
-    path,
-    `[image]
+  await Deno.writeTextFile(path, settingsText(extra));
+  return path;
+}
+
+/** The text settingsFile writes. */
+export function settingsText(extra = ""): string {
+  const cli = `cli = "${TEST_CLI}"`;
+  const lxdTable = /^[ \t]*\[lxd\][ \t]*(#.*)?$/m;
+  const withCli = lxdTable.test(extra)
+    ? (/^[ \t]*cli[ \t]*=/m.test(extra.slice(extra.search(lxdTable)))
+      ? extra // the caller chose the client itself
+      : extra.replace(lxdTable, (header) => `${header}\n${cli}`))
+    : `${extra}\n\n[lxd]\n${cli}`;
+  return `[image]
 default = "${BOOKWORM}"
 allowed = ["lxd-driver-test/*"]
 
 [instance]
 ready_timeout = "60s"
-${extra}
-`,
-  );
-  return path;
+${withCli}
+`;
 }
 
 /** The container name the driver derives for a job with default runner and slot ids. */

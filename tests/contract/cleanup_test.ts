@@ -53,7 +53,10 @@ Deno.test("cleanup() rejects on any other failure", async () => {
     assert.ok(error instanceof LxdError);
     assert.ok(error instanceof SystemFailure);
     assert.equal(error.unreachable, false);
-    assert.match(error.message, /^delete --force failed: Failed deleting instance: device/);
+    assert.match(
+      error.message,
+      /^delete --force -- runner-3-project-7-concurrent-1-job-42 failed: Failed deleting instance: device/,
+    );
     return true;
   });
   assert.deepEqual(h.lxc.calls, [DELETE]);

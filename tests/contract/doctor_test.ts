@@ -47,10 +47,10 @@ const REMOTE_DOWN: Reply = {
 /** The calls of a healthy host with the default settings, in order. */
 const HEALTHY = [SERVER, profile("fast"), pool("btrfs"), alias(FP)];
 const CALLS = [
-  ["query", "/1.0"],
-  ["query", "/1.0/profiles/default"],
-  ["query", "/1.0/storage-pools/fast"],
-  ["query", "/1.0/images/aliases/lxd-driver-test%2Fbookworm"],
+  ["query", "--", "/1.0"],
+  ["query", "--", "/1.0/profiles/default"],
+  ["query", "--", "/1.0/storage-pools/fast"],
+  ["query", "--", "/1.0/images/aliases/lxd-driver-test%2Fbookworm"],
 ];
 const BASE = `[image]\ndefault = "lxd-driver-test/bookworm"\n`;
 
@@ -119,6 +119,7 @@ OK   storage: pool "fast" (btrfs), the root disk of profile "default"
 OK   default image: "lxd-driver-test/bookworm" is a local alias of image aaaf0b4a65d8
 OK   image alias debian:12: "images:debian/12" is pullable from remote "images" (image 3a571b1bc788)
 OK   image alias busybox: "local:lxd-driver-test/busybox" is a local alias of image 3a571b1bc788
+OK   pool: off ([pool] size = 0)
 OK   helper: ${files.helper} ([helper] gitlab_runner)
 OK   ca_file: ${files.ca} (2 certificates)
 OK   cache: ${files.cache} is writable, one directory per concurrent slot
@@ -128,9 +129,9 @@ OK   privileged: unprivileged containers; nesting is on, which is fairly safe in
   assert.deepEqual(h.lxc.calls, [
     ...CALLS,
     ["image", "info", "--", "images:debian/12"],
-    ["query", "/1.0/images/aliases/lxd-driver-test%2Fbusybox"],
+    ["query", "--", "/1.0/images/aliases/lxd-driver-test%2Fbusybox"],
   ]);
-  assert.deepEqual(h.lines, ["doctor: 0 failed, 0 warning(s), 10 OK"]);
+  assert.deepEqual(h.lines, ["doctor: 0 failed, 0 warning(s), 11 OK"]);
   // The probe file doctor wrote to test the cache directory is gone again.
   assert.deepEqual(await Array.fromAsync(Deno.readDir(files.cache)), []);
 });
@@ -151,8 +152,8 @@ Deno.test("doctor() with LXD down fails its check with the hint and skips what n
     script: [LXD_DOWN],
   });
   assert.equal(failures, 1);
-  assert.deepEqual(h.lxc.calls, [["query", "/1.0"]]);
-  assert.match(line("lxd"), /^FAIL lxd: not reachable: query \/1\.0 failed: .*unix\.socket/);
+  assert.deepEqual(h.lxc.calls, [["query", "--", "/1.0"]]);
+  assert.match(line("lxd"), /^FAIL lxd: not reachable: query -- \/1\.0 failed: .*unix\.socket/);
   assert.match(line("lxd"), / — fix: Check that the daemon runs .*lxd group/);
   assert.match(
     output,
@@ -193,9 +194,9 @@ Deno.test("doctor() takes [instance] storage_pool over the profiles' root disk",
   assert.equal(failures, 0);
   assert.equal(line("storage"), `OK   storage: pool "mine" (zfs), from [instance] storage_pool`);
   assert.deepEqual(h.lxc.calls.slice(1, 4), [
-    ["query", "/1.0/profiles/default"],
-    ["query", "/1.0/profiles/extra"],
-    ["query", "/1.0/storage-pools/mine"],
+    ["query", "--", "/1.0/profiles/default"],
+    ["query", "--", "/1.0/profiles/extra"],
+    ["query", "--", "/1.0/storage-pools/mine"],
   ]);
 });
 
@@ -289,7 +290,7 @@ Deno.test("doctor() asks a remote about REMOTE:NAME and fails when it cannot ans
   assert.deepEqual(h.lxc.calls.at(-1), ["image", "info", "--", "images:debian/12"]);
   assert.match(
     line("default image"),
-    /^FAIL default image: "images:debian\/12" cannot be found on remote "images": image info failed: .*no such host — fix: check the remote/,
+    /^FAIL default image: "images:debian\/12" cannot be found on remote "images": image info -- images:debian\/12 failed: .*no such host — fix: check the remote/,
   );
 });
 
@@ -426,7 +427,7 @@ Deno.test("doctor() counts every FAIL, and a check that breaks does not stop the
   assert.match(line("storage"), /^FAIL storage: unexpected error: .*JSON/);
   assert.match(line("default image"), /^FAIL default image: /);
   assert.match(line("ca_file"), /^FAIL ca_file: /);
-  assert.deepEqual(h.lines, ["doctor: 3 failed, 1 warning(s), 4 OK"]);
+  assert.deepEqual(h.lines, ["doctor: 3 failed, 1 warning(s), 5 OK"]);
 });
 
 Deno.test("doctor() reports an LXD error it did not expect as that check's FAIL", async () => {
@@ -437,7 +438,7 @@ Deno.test("doctor() reports an LXD error it did not expect as that check's FAIL"
   assert.equal(failures, 1);
   assert.equal(
     line("storage"),
-    "FAIL storage: query /1.0/profiles/default failed: permission denied — fix: run `lxc query /1.0/profiles/default` by hand to see more",
+    "FAIL storage: query -- /1.0/profiles/default failed: permission denied — fix: run `lxc query -- /1.0/profiles/default` by hand to see more",
   );
 });
 

@@ -7,6 +7,8 @@ import { harness, INSTANCE_NOT_FOUND, LXD_DOWN, OK, type Reply, SECRET } from ".
 const NOW = new Date("2024-06-01T12:00:00.000Z");
 const HOUR = 3_600_000;
 const LIST = ["list", "--format", "json"];
+/** The runner host identity of the fake's settings (the host name: no [lxd] host_id). */
+const HOST = Deno.hostname();
 
 function ago(ms: number): string {
   return new Date(NOW.getTime() - ms).toISOString();
@@ -15,6 +17,7 @@ function ago(ms: number): string {
 function managed(name: string, created: string | undefined): Record<string, unknown> {
   const config: Record<string, string> = {
     "user.lxd-driver.managed": "true",
+    "user.lxd-driver.host": HOST,
     "user.lxd-driver.job-id": "1",
     "image.os": "Debian",
   };
@@ -41,6 +44,16 @@ const INSTANCES = [
   managed("future", new Date(NOW.getTime() + HOUR).toISOString()),
   managed("exactly-1h", ago(HOUR)),
   managed("old-b", ago(48 * HOUR)),
+  // Another runner host's container sharing the LXD: never this host's to delete.
+  {
+    name: "other-host-old",
+    status: "Running",
+    config: {
+      "user.lxd-driver.managed": "true",
+      "user.lxd-driver.host": "elsewhere",
+      "user.lxd-driver.created": ago(9 * HOUR),
+    },
+  },
 ];
 
 Deno.test("gc() lists, then deletes only managed instances older than the threshold", async () => {
@@ -108,7 +121,7 @@ Deno.test("gc() goes on after a failed delete, then fails counting the failures"
   assert.deepEqual(h.lxc.calls.length, 3);
   assert.deepEqual(h.written, [`deleted b (created ${ago(2 * HOUR)})\n`]);
   assert.equal(h.lines.length, 1);
-  assert.match(h.lines[0]!, /^ERROR: could not delete a: delete --force failed: .*busy/);
+  assert.match(h.lines[0]!, /^ERROR: could not delete a: delete --force -- a failed: .*busy/);
 });
 
 Deno.test("gc() fails when LXD cannot list instances", async () => {

@@ -45,7 +45,7 @@ Deno.test("Lxd.run() throws an LxdError classified as not found", async () => {
   assert.equal(error.stderr, INSTANCE_NOT_FOUND.stderr);
   assert.equal(
     error.message,
-    'info -- failed: Failed checking instance exists "local:x": Instance not found',
+    'info -- x failed: Failed checking instance exists "local:x": Instance not found',
   );
 });
 
@@ -56,7 +56,7 @@ Deno.test("Lxd.run() throws an LxdError classified as unreachable, with a hint",
   assert.equal(error.notFound, false);
   assert.match(
     error.message,
-    /^list --format failed: Get "http:\/\/unix\.socket\/1\.0": dial unix/,
+    /^list --format json failed: Get "http:\/\/unix\.socket\/1\.0": dial unix/,
   );
   assert.match(error.message, /\nLXD is not reachable\. Check that the daemon runs/);
   assert.match(error.message, /lxd group/);
@@ -83,7 +83,7 @@ Deno.test("LxdError recognises the usual unreachable messages", () => {
 Deno.test("LxdError names the exit code when stderr is empty", async () => {
   const { lxd } = client([{ code: 3 }]);
   const error = await lxdErrorOf(lxd.run(["start", "--", "x"]));
-  assert.equal(error.message, "start -- failed: exit code 3");
+  assert.equal(error.message, "start -- x failed: exit code 3");
   assert.equal(error.code, 3);
 });
 

@@ -167,17 +167,19 @@ async function run(h: Harness): Promise<Run> {
       spec = JSON.parse(copy[data + 1]!) as InstanceSpec;
       copy[data + 1] = "<spec>";
     }
-    if (copy[0] === "exec" && copy[4] === "sh" && copy[5] === "-c") {
-      const script = copy[6]!;
-      if (copy[7] === "lxd-driver-ready") {
+    const exec = copy.indexOf("exec");
+    if (exec >= 0 && copy[exec + 4] === "sh" && copy[exec + 5] === "-c") {
+      const at = exec + 6;
+      const script = copy[at]!;
+      if (copy[at + 1] === "lxd-driver-ready") {
         assert.ok(script.includes('mkdir -p -- "$1" "$2"'), script);
         assert.ok(script.includes("systemctl is-system-running"), script);
         assert.ok(script.includes('echo "has $tool"'), script);
-        copy[6] = "<ready>";
-      } else if (copy[7] === "lxd-driver-ca") {
+        copy[at] = "<ready>";
+      } else if (copy[at + 1] === "lxd-driver-ca") {
         assert.ok(script.includes("update-ca-certificates"), script);
         assert.ok(script.includes('cat "$1" >> /etc/ssl/certs/ca-certificates.crt'), script);
-        copy[6] = "<ca>";
+        copy[at] = "<ca>";
       }
     }
     return copy;
@@ -641,6 +643,41 @@ Deno.test("prepare() deletes the container when the cache directory cannot be gi
   const { calls, error } = await failed(h, LxdError);
   assert.match(error.message, /Instance not found/);
   assert.deepEqual(calls, [DELETE, ...localLookup(), CREATE, INSTANCE_GET, DELETE]);
+});
+
+Deno.test("prepare() sends every call to the configured remote, project and cluster member", async () => {
+  await using h = await jobHarness({
+    settings: `${LOCAL_DEFAULT}[lxd]\nremote = "cluster"\nproject = "ci"\ntarget = "node-2"\n` +
+      `[helper]\ngitlab_runner = "/opt/gitlab-runner"\n`,
+    script: [...happyReplies(PROBE_NO_RUNNER), OK],
+  });
+  const { calls, spec, created } = await succeeded(h);
+  const ref = `cluster:${NAME}`;
+  assert.deepEqual(calls, [
+    ["--project", "ci", "delete", "--force", "--", ref],
+    ["query", "--", "cluster:/1.0/images/aliases/lxd-driver-test%2Fbookworm?project=ci"],
+    ["query", "--", `cluster:/1.0/images/${FP}?project=ci`],
+    [
+      "query",
+      "--wait",
+      "--request",
+      "POST",
+      "--data",
+      "<spec>",
+      "--",
+      "cluster:/1.0/instances?target=node-2&project=ci",
+    ],
+    ["--project", "ci", "start", "--", ref],
+    ["--project", "ci", ...ready().slice(0, 3), ref, ...ready().slice(4)],
+    [
+      "--project",
+      "ci",
+      ...pushRunner("/opt/gitlab-runner").slice(0, -1),
+      `${ref}/usr/local/bin/gitlab-runner`,
+    ],
+  ]);
+  // The container's own name carries no remote.
+  assert.deepEqual(spec, expectedSpec(created));
 });
 
 // --- what the job may not do ------------------------------------------------------------

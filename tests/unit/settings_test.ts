@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { SystemFailure } from "../../lib/errors.ts";
+import { detectCli } from "../../lib/lxd_target.ts";
 import {
   DEFAULT_SETTINGS_PATH,
   loadSettings,
@@ -52,7 +53,8 @@ const DEFAULTS: Settings = {
   helper: { gitlabRunner: undefined, caFile: undefined },
   cache: { hostDir: undefined, perSlot: false },
   job: { shell: "bash", buildsDir: "/builds", cacheDir: "/cache" },
-  lxd: { cli: "lxc", hostId: "" },
+  // Unset in the file: the client found on PATH.
+  lxd: { cli: detectCli(Deno.env.get("PATH")), remote: "", project: "", target: "", hostId: "" },
   pool: { size: 0 },
   log: { debug: false },
 };
@@ -107,6 +109,9 @@ cache_dir = "/srv/cache"
 
 [lxd]
 cli = "incus"
+remote = "cluster"
+project = "ci"
+target = "node-2"
 host_id = "runner-host-2"
 
 [pool]
@@ -145,7 +150,13 @@ debug = true
     },
     cache: { hostDir: "/var/cache/lxd-driver", perSlot: true },
     job: { shell: "sh", buildsDir: "/srv/builds", cacheDir: "/srv/cache" },
-    lxd: { cli: "incus", hostId: "runner-host-2" },
+    lxd: {
+      cli: "incus",
+      remote: "cluster",
+      project: "ci",
+      target: "node-2",
+      hostId: "runner-host-2",
+    },
     pool: { size: 3 },
     log: { debug: true },
   });
@@ -497,7 +508,7 @@ Deno.test("parseSettings() rejects an unknown key inside [limits]", () => {
 
 Deno.test("parseSettings() reads [lxd] host_id and [pool] size", () => {
   const settings = parseSettings('[lxd]\nhost_id = "ci-2.example_a"\n[pool]\nsize = 4\n', "h.toml");
-  assert.deepEqual(settings.lxd, { cli: "lxc", hostId: "ci-2.example_a" });
+  assert.deepEqual(settings.lxd, { ...DEFAULTS.lxd, hostId: "ci-2.example_a" });
   assert.deepEqual(settings.pool, { size: 4 });
   assert.equal(
     parseSettings(`[lxd]\nhost_id = "${"a".repeat(63)}"\n`, "h.toml").lxd.hostId.length,
@@ -516,4 +527,30 @@ Deno.test("parseSettings() rejects a host_id with other characters or too long, 
   }
   const message = failureOf(() => parseSettings("[pool]\nsize = -1\n", "h.toml"));
   assert.match(message, /h\.toml:2: \[pool\] size: expected a whole number \(0 for no limit\)/);
+});
+
+Deno.test("parseSettings() reads [lxd] remote, project and target", () => {
+  const settings = parseSettings(
+    '[lxd]\ncli = "lxc"\nremote = "cluster-1"\nproject = "ci_jobs"\ntarget = "node.2"\n',
+    "x.toml",
+  );
+  assert.deepEqual(settings.lxd, {
+    cli: "lxc",
+    remote: "cluster-1",
+    project: "ci_jobs",
+    target: "node.2",
+    hostId: "",
+  });
+});
+
+Deno.test("parseSettings() rejects [lxd] remote, project and target names that could be flags", () => {
+  for (const key of ["remote", "project", "target"]) {
+    for (const value of ["-x", "--project", "a b", "a:b", "a/b", ".x", "a".repeat(64)]) {
+      const message = failureOf(() => parseSettings(`[lxd]\n${key} = "${value}"\n`, "x.toml"));
+      assert.ok(
+        message.includes(`x.toml:2: [lxd] ${key}: expected a name of letters, digits, . _ -`),
+        `${key} = ${value}: ${message}`,
+      );
+    }
+  }
 });

@@ -5,7 +5,7 @@ export DENO_NO_UPDATE_CHECK := 1
 
 .PHONY: test demo build install check fmt lint setup bench clean
 
-## test: set up LXD and Deno, then run every test (unit, contract, end-to-end)
+## test: set up LXD, Incus and Deno, then run every test (unit, contract; end-to-end on LXD and on Incus)
 test: setup
 	scripts/test.sh "$(DENO)"
 
@@ -18,11 +18,13 @@ demo: setup
 bench: setup
 	"$(DENO)" run -q -A scripts/bench.ts
 
-## setup: install and start what the tests need (Deno, LXD, storage pool, test images)
+## setup: install and start what the tests need (Deno, LXD, storage pool, test images; Incus as image
+##   server and second daemon; LXD over HTTPS as the remote lxd-driver-https, project lxd-driver-test)
 setup:
 	@scripts/ensure-deno.sh >/dev/null
 	scripts/setup-lxd.sh
 	scripts/setup-image-server.sh
+	scripts/setup-remote.sh
 
 ## check: formatting, lint and type checks
 check:

@@ -16,11 +16,16 @@ import { apiPath, globalArgs, instanceRef, type LxdTarget } from "./lxd_target.t
 export class LxdError extends SystemFailure {
   readonly stderr: string;
 
-  constructor(readonly args: readonly string[], readonly code: number, stderr: string) {
+  constructor(
+    readonly args: readonly string[],
+    readonly code: number,
+    stderr: string,
+    cli: string = "lxc",
+  ) {
     const detail = stderr.trim().replace(/^Error: /, "") || `exit code ${code}`;
     super(
       `${describe(args)} failed: ${detail}` +
-        (isUnreachable(stderr) ? `\n${UNREACHABLE_HINT}` : ""),
+        (isUnreachable(stderr) ? `\n${unreachableHint(cli)}` : ""),
     );
     this.name = "LxdError";
     this.stderr = stderr;
@@ -35,9 +40,16 @@ export class LxdError extends SystemFailure {
   }
 }
 
-const UNREACHABLE_HINT =
-  "LXD is not reachable. Check that the daemon runs (`lxc info`), that this user may use its socket " +
-  "(member of the lxd group, or LXD_DIR pointing at the right directory), and the [lxd] settings.";
+/** What to check when the daemon cannot be reached, in the words of the client in use. */
+function unreachableHint(cli: string): string {
+  return cli === "incus"
+    ? "Incus is not reachable. Check that the daemon runs (`incus info`), that this user may use its " +
+      "socket (member of the incus-admin group, or INCUS_DIR pointing at the right directory), and " +
+      "the [lxd] settings."
+    : "LXD is not reachable. Check that the daemon runs (`lxc info`), that this user may use its " +
+      "socket (member of the lxd group, or LXD_DIR pointing at the right directory), and the [lxd] " +
+      "settings.";
+}
 
 function isUnreachable(stderr: string): boolean {
   return /unix\.socket|dial unix|connection refused|not accessible|cannot connect/i
@@ -122,7 +134,7 @@ export class Lxd {
         formatDuration(performance.now() - started)
       }`,
     );
-    if (result.code !== 0) throw new LxdError(args, result.code, result.stderr);
+    if (result.code !== 0) throw new LxdError(args, result.code, result.stderr, this.#cli);
     return result.stdout;
   }
 

@@ -218,7 +218,7 @@ async function lxdCheck(lxd: Lxd, cli: string): Promise<CheckResult> {
       check: "lxd",
       detail: error.unreachable ? `not reachable: ${first}` : `cannot query LXD: ${first}`,
       fix: error.unreachable && hint.length > 0
-        ? hint.join(" ").replace(/^LXD is not reachable\.\s*/, "")
+        ? hint.join(" ").replace(/^(LXD|Incus) is not reachable\.\s*/, "")
         : `check that \`${cli} query /1.0\` works for this user, and [lxd] cli`,
     };
   }

@@ -3,12 +3,14 @@ import assert from "node:assert/strict";
 import { Job, runnerScript } from "../runner.ts";
 import {
   BUSYBOX,
+  DAEMON,
   exists,
   expectedName,
   instanceConfig,
   lxc,
   lxdAvailable,
   settingsFile,
+  TEST_CLI,
   uniqueJobId,
 } from "../lxd.ts";
 
@@ -88,14 +90,18 @@ Deno.test({
   async fn() {
     const job = await Job.create({
       jobId: uniqueJobId(),
-      env: { LXD_DRIVER_CONFIG: settings, LXD_DIR: "/nonexistent/lxd" },
+      env: {
+        LXD_DRIVER_CONFIG: settings,
+        LXD_DIR: "/nonexistent/lxd",
+        INCUS_DIR: "/nonexistent/lxd",
+      },
       buildFailureExitCode: 3,
       systemFailureExitCode: 4,
     });
     const prepare = await job.prepare();
     assert.equal(prepare.code, 4, prepare.stderr);
-    assert.match(prepare.stderr, /LXD is not reachable/);
-    assert.match(prepare.stderr, /lxc info/);
+    assert.match(prepare.stderr, new RegExp(`${DAEMON} is not reachable`));
+    assert.match(prepare.stderr, new RegExp(`${TEST_CLI} info`));
 
     const run = await job.run(runnerScript("echo hi"), "step_script");
     assert.equal(run.code, 4, run.stderr);

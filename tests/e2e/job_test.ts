@@ -10,6 +10,7 @@ import {
   lxc,
   lxdAvailable,
   settingsFile,
+  TEST_CLI,
   uniqueJobId,
 } from "../lxd.ts";
 
@@ -49,11 +50,13 @@ Deno.test({
     // Debug logging names each LXD operation and its duration.
     assert.match(
       prepare.stderr,
-      /\[lxd-driver debug\] lxc query --wait --request POST --data <json> -- \/1\.0\/instances: exit 0 in \d+ms/,
+      new RegExp(
+        `\\[lxd-driver debug\\] ${TEST_CLI} query --wait --request POST --data <json> -- /1\\.0/instances: exit 0 in \\d+ms`,
+      ),
     );
     assert.match(
       prepare.stderr,
-      new RegExp(`\\[lxd-driver debug\\] lxc start -- ${name}: exit 0 in`),
+      new RegExp(`\\[lxd-driver debug\\] ${TEST_CLI} start -- ${name}: exit 0 in`),
     );
     const labels = await instanceConfig(name);
     assert.equal(labels["user.lxd-driver.managed"], "true");

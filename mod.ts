@@ -27,7 +27,7 @@ Commands called by gitlab-runner:
   cleanup                 delete the job's container
 
 Commands for administrators:
-  gc --older-than AGE     delete containers this driver made more than AGE ago
+  gc --older-than AGE     delete containers this host's driver made more than AGE ago
   doctor                  check this host's setup: one OK/WARN/FAIL line per check
   runner-config           print the [[runners]] block for gitlab-runner's config.toml
   version                 print the driver's version
@@ -57,8 +57,10 @@ $BUILD_EXIT_CODE_FILE when it fails, $SYSTEM_FAILURE_EXIT_CODE when LXD does.`,
 Deletes the job's container. Succeeds when it is already gone.`,
   gc: `Usage: lxd-driver gc --older-than AGE
 
-Deletes containers launched by lxd-driver more than AGE ago (e.g. 30m, 6h,
-0s) and prints each one deleted. Other containers are never touched.`,
+Deletes containers this runner host's lxd-driver launched more than AGE ago
+(e.g. 30m, 6h, 0s), and warm pool containers beyond [pool] size, printing
+each one deleted. Other containers, and other runner hosts' (see [lxd]
+host_id), are never touched.`,
   doctor: `Usage: lxd-driver [--config FILE] doctor
 
 Checks this host's setup and prints one line per check on stdout:
@@ -68,7 +70,7 @@ Checks this host's setup and prints one line per check on stdout:
 Checked: the settings file; LXD (reachable, version); the storage pool and its
 driver; the default image and each [image.aliases] target (present locally, or
 known to its remote: nothing is downloaded); the gitlab-runner helper; ca_file;
-the cache directory; privileged containers. Checks needing LXD are skipped
+the cache directory; privileged containers; the warm pool. Checks needing LXD are skipped
 (SKIP) when it cannot be reached. Nothing is changed.
 
 For administrators: gitlab-runner never calls it. Run it as the user that

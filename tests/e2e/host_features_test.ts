@@ -207,6 +207,32 @@ Deno.test({
 });
 
 Deno.test({
+  name: "the CA bundle reaches the trust store of an image without update-ca-certificates",
+  ignore,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "lxd-driver-ca-" });
+    const ca = await Deno.readTextFile("/etc/ssl/certs/ca-certificates.crt");
+    const pem = ca.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n/)?.[0];
+    assert.ok(pem);
+    await Deno.writeTextFile(`${dir}/ca.pem`, pem);
+    const settings = await settingsFile(
+      `[job]\nshell = "sh"\n[helper]\nca_file = "${dir}/ca.pem"\n`,
+    );
+    await withJob(
+      { settings, variables: { CI_JOB_IMAGE: BUSYBOX, GIT_STRATEGY: "none" } },
+      async (job) => {
+        const prepare = await job.prepare();
+        assert.equal(prepare.code, 0, prepare.stderr);
+        const run = await job.run("cat /etc/ssl/certs/ca-certificates.crt\n", "step_script");
+        assert.equal(run.code, 0, run.stderr);
+        assert.ok(run.stdout.includes(pem.trim()), run.stdout);
+      },
+    );
+    await Deno.remove(dir, { recursive: true });
+  },
+});
+
+Deno.test({
   name: "without any gitlab-runner the job log says once that cache and artifacts are disabled",
   ignore,
   async fn() {

@@ -22,7 +22,7 @@ async function readOrUndefined(path: string): Promise<string | undefined> {
 }
 
 Deno.test({
-  name: "bench --quick measures all four items and writes their tables to --out",
+  name: "bench --quick measures all five items and writes their tables to --out",
   ignore,
   async fn() {
     const out = await Deno.makeTempFile({ prefix: "lxd-driver-bench-", suffix: ".md" });
@@ -48,6 +48,7 @@ Deno.test({
         ["## 2. prepare + cleanup", ["lxd-driver", "raw lxc"]],
         ["## 3. a whole job", ["lxd-driver"]],
         ["## 4. 2 jobs at once", ["lxd-driver"]],
+        ["## 5. prepare from the warm pool", ["lxd-driver, warm pool"]],
       ];
       const sections = report.split(/^(?=## )/m);
       for (const [heading, rows] of items) {

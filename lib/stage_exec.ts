@@ -45,6 +45,9 @@ while kill -0 "-$pid" 2>/dev/null && [ "$i" -lt "$2" ]; do sleep 0.1 2>/dev/null
 kill -KILL "-$pid" 2>/dev/null
 exit 0`;
 
+/** Whether the stage's shell has finished (its exit status is recorded), leaving the record in place. */
+const STATUS_PROBE = `[ -r ${STATE_DIR}/$1.rc ]`;
+
 /** Reads (and removes) the stage's recorded exit status; empty when the shell never finished. */
 const STATUS_READER =
   `f=${STATE_DIR}/$1.rc; [ -r "$f" ] && cat "$f"; rm -f "$f" "${STATE_DIR}/$1.pid"; exit 0`;
@@ -113,6 +116,7 @@ export async function execStage(options: StageExecOptions): Promise<StageOutcome
     });
   };
   for (const signal of CANCEL_SIGNALS) Deno.addSignalListener(signal, onCancel);
+  const watchdog = watchForHungClient(target, container, stageId, child, log);
   try {
     const status = await child.status;
     await feeding;
@@ -131,8 +135,55 @@ export async function execStage(options: StageExecOptions): Promise<StageOutcome
     }
     return { exitCode: recorded, cancelled };
   } finally {
+    clearInterval(watchdog);
     for (const signal of CANCEL_SIGNALS) Deno.removeSignalListener(signal, onCancel);
   }
+}
+
+/** How often a long stage is checked for a client that outlives its script. */
+const WATCH_INTERVAL_MS = 10_000;
+
+/**
+ * LXD can leave `lxc exec` waiting after the command inside has exited (seen
+ * with many jobs at once), which would hold the job until its timeout. From
+ * WATCH_INTERVAL_MS into a stage, the wrapper's exit record is checked at that
+ * interval; once it exists and the client is still there one interval later,
+ * the client is stopped and the recorded status used. Short stages never pay
+ * for this.
+ */
+function watchForHungClient(
+  target: LxdTarget,
+  container: string,
+  stageId: string,
+  child: Deno.ChildProcess,
+  log: Logger,
+): ReturnType<typeof setInterval> {
+  let finishedSeen = false;
+  let checking = false;
+  return setInterval(async () => {
+    if (checking) return;
+    checking = true;
+    try {
+      if (finishedSeen) {
+        log.warn(
+          `${target.cli} exec did not return after the script ended; no longer waiting for it`,
+        );
+        child.kill("SIGKILL");
+      } else {
+        const probe = await new Deno.Command(target.cli, {
+          args: execArgs(target, container, ["sh", "-c", STATUS_PROBE, "lxd-driver", stageId]),
+          stdin: "null",
+          stdout: "null",
+          stderr: "null",
+        }).output().catch(() => undefined);
+        finishedSeen = probe?.success === true;
+      }
+    } catch {
+      /* the client exited meanwhile */
+    } finally {
+      checking = false;
+    }
+  }, WATCH_INTERVAL_MS);
 }
 
 /** `exec` of `argv` in the container, on the target's remote and project. */

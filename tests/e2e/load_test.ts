@@ -76,6 +76,30 @@ Deno.test({
 });
 
 Deno.test({
+  name: "a client that outlives its script (output held by an escaped process) is not waited for",
+  ignore,
+  async fn() {
+    const job = await Job.create({ jobId: uniqueJobId(), env: { LXD_DRIVER_CONFIG: settings } });
+    try {
+      assert.equal((await job.prepare()).code, 0);
+      // setsid escapes the stage's session, so nothing stops this sleep, and it keeps the output open.
+      const result = await job.run(
+        runnerScript("setsid sleep 600 & echo escaped; exit 3"),
+        "step_script",
+      );
+      assert.equal(result.code, 1, result.stderr);
+      assert.equal(result.exitCodeFile, "3\n", "the recorded status is the script's");
+      assert.match(result.stdout, /escaped/);
+      assert.match(result.stderr, /did not return after the script ended/);
+      assert.ok(result.durationMs < 40_000, `took ${result.durationMs} ms`);
+    } finally {
+      await job.cleanup();
+      await job.remove();
+    }
+  },
+});
+
+Deno.test({
   name: "100 MB of output reaches the job log byte for byte",
   ignore,
   async fn() {

@@ -30,6 +30,9 @@ import { shellCommand } from "../lib/shell.ts";
  * command runs at all. Then creates the builds and cache directories and
  * reports which of the tools named after them the image has.
  */
+/** The readiness script's last line: without it, LXD lost some of the output. */
+const READY_MARK = "lxd-driver: ready";
+
 const READY_SCRIPT = `case "$(readlink -f /sbin/init 2>/dev/null)" in
 */systemd)
   while :; do
@@ -40,7 +43,7 @@ esac
 mkdir -p -- "$1" "$2" || exit 1
 shift 2
 for tool in "$@"; do command -v "$tool" >/dev/null 2>&1 && echo "has $tool"; done
-exit 0`;
+echo "${READY_MARK}"`;
 
 export async function prepare(ctx: Context, lxd: Lxd): Promise<void> {
   const { settings, log, env } = ctx;
@@ -196,21 +199,25 @@ async function waitUntilReady(
   tools: string[],
 ): Promise<Set<string>> {
   const { readyTimeoutMs } = ctx.settings.instance;
+  const deadline = Date.now() + readyTimeoutMs;
+  const argv = [
+    "sh",
+    "-c",
+    READY_SCRIPT,
+    "lxd-driver-ready",
+    ctx.settings.job.buildsDir,
+    ctx.settings.job.cacheDir,
+    ...tools,
+  ];
   try {
-    const output = await lxd.exec(
-      name,
-      [
-        "sh",
-        "-c",
-        READY_SCRIPT,
-        "lxd-driver-ready",
-        ctx.settings.job.buildsDir,
-        ctx.settings.job.cacheDir,
-        ...tools,
-      ],
-      { timeoutMs: readyTimeoutMs },
-    );
-    return parseProbe(output);
+    // Under load LXD 5.0 can drop the end of a short command's output; the
+    // script is idempotent (and instant once the container is up), so ask again.
+    for (let attempt = 1;; attempt++) {
+      const output = await lxd.exec(name, argv, { timeoutMs: Math.max(1, deadline - Date.now()) });
+      if (output.includes(READY_MARK)) return parseProbe(output);
+      if (attempt === 3) throw new Error("its output was lost three times");
+      ctx.log.debug(`readiness output of ${name} was cut short; asking again`);
+    }
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
     throw new SystemFailure(

@@ -85,9 +85,9 @@ function ready(shell = "bash", builds = "/builds", cache = "/cache"): string[] {
 }
 
 /** A bookworm-like image with the runner's helper installed. */
-const PROBE_ALL: Reply = { stdout: "has bash\nhas git\nhas gitlab-runner\n" };
+const PROBE_ALL: Reply = { stdout: "has bash\nhas git\nhas gitlab-runner\nlxd-driver: ready\n" };
 /** A bookworm-like image without gitlab-runner. */
-const PROBE_NO_RUNNER: Reply = { stdout: "has bash\nhas git\n" };
+const PROBE_NO_RUNNER: Reply = { stdout: "has bash\nhas git\nlxd-driver: ready\n" };
 
 /** The calls of a prepare that goes well, from a local alias, without extras. */
 function happyCalls(shell = "bash"): string[][] {
@@ -330,7 +330,7 @@ cache_dir = "/srv/cache"
       ...found("lxd-driver-test/trixie"),
       OK,
       OK,
-      { stdout: "has sh\nhas git\nhas gitlab-runner\n" },
+      { stdout: "has sh\nhas git\nhas gitlab-runner\nlxd-driver: ready\n" },
     ],
   });
   const { calls, spec, created } = await succeeded(h);
@@ -911,7 +911,7 @@ Deno.test("prepare() gives up on readiness after ready_timeout and deletes the c
 Deno.test("prepare() fails the build and deletes the container when the image has no git", async () => {
   await using h = await jobHarness({
     settings: LOCAL_DEFAULT,
-    script: [...happyReplies({ stdout: "has bash\nhas gitlab-runner\n" }), OK],
+    script: [...happyReplies({ stdout: "has bash\nhas gitlab-runner\nlxd-driver: ready\n" }), OK],
   });
   const { calls, error } = await failed(h, BuildFailure);
   assert.equal(
@@ -925,7 +925,7 @@ Deno.test("prepare() fails the build and deletes the container when the image ha
 Deno.test("prepare() names both the shell and git when the image has neither", async () => {
   await using h = await jobHarness({
     settings: `${LOCAL_DEFAULT}[job]\nshell = "pwsh"\n`,
-    script: [...happyReplies({ stdout: "has gitlab-runner\n" }), OK],
+    script: [...happyReplies({ stdout: "has gitlab-runner\nlxd-driver: ready\n" }), OK],
   });
   const { calls, error } = await failed(h, BuildFailure);
   assert.match(error.message, /^the job's image has no pwsh and no git, /);
@@ -936,7 +936,7 @@ Deno.test("prepare() needs no git when the job's GIT_STRATEGY is none", async ()
   await using h = await jobHarness({
     env: { CUSTOM_ENV_GIT_STRATEGY: "none" },
     settings: LOCAL_DEFAULT,
-    script: happyReplies({ stdout: "has bash\nhas gitlab-runner\n" }),
+    script: happyReplies({ stdout: "has bash\nhas gitlab-runner\nlxd-driver: ready\n" }),
   });
   const { calls } = await succeeded(h);
   assert.deepEqual(calls, happyCalls());
@@ -946,7 +946,7 @@ Deno.test("prepare() needs no git when the job's GIT_STRATEGY is none", async ()
   await using noShell = await jobHarness({
     env: { CUSTOM_ENV_GIT_STRATEGY: "none" },
     settings: LOCAL_DEFAULT,
-    script: [...happyReplies({ stdout: "has gitlab-runner\n" }), OK],
+    script: [...happyReplies({ stdout: "has gitlab-runner\nlxd-driver: ready\n" }), OK],
   });
   const failure = await failed(noShell, BuildFailure);
   assert.match(failure.error.message, /^the job's image has no bash,/);
@@ -1127,7 +1127,10 @@ Deno.test("prepare() never logs a job variable's value, even with debug on", asy
     [{}, LOCAL_DEFAULT + limits, [OK, ...found(), OK, OK, PROBE_NO_RUNNER]],
     [{}, LOCAL_DEFAULT + limits, [INSTANCE_NOT_FOUND, ...found(), { code: 1 }, LXD_DOWN]],
     [{}, LOCAL_DEFAULT + limits, [...happyReplies({ code: 1, stderr: "Error: nope\n" }), LXD_DOWN]],
-    [{}, LOCAL_DEFAULT + limits, [...happyReplies({ stdout: "has bash\n" }), OK]],
+    [{}, LOCAL_DEFAULT + limits, [
+      ...happyReplies({ stdout: "has bash\nlxd-driver: ready\n" }),
+      OK,
+    ]],
     [{ CUSTOM_ENV_LXD_CPU: SECRET }, LOCAL_DEFAULT + limits, happyReplies()],
     [{ CUSTOM_ENV_LXD_MEMORY: SECRET }, LOCAL_DEFAULT + limits, happyReplies()],
     [{ CUSTOM_ENV_LXD_CPU: `9${SECRET}` }, LOCAL_DEFAULT, happyReplies()],
@@ -1151,4 +1154,27 @@ Deno.test("prepare() never logs a job variable's value, even with debug on", asy
     if (error instanceof Error) assert.ok(!error.message.includes(SECRET), error.message);
     for (const argv of h.lxc.calls) assert.ok(!argv.join(" ").includes(SECRET), argv.join(" "));
   }
+});
+
+Deno.test("prepare() asks again when LXD cut the readiness output short, then gives up", async () => {
+  await using payload = await payloadFile();
+  const cut: Reply = { stdout: "has bash\n" };
+  const retried = harness({
+    env: jobEnv(payload),
+    settings: LOCAL_DEFAULT,
+    script: [...happyReplies(cut), PROBE_ALL],
+  });
+  await succeeded(retried);
+  const execs = retried.lxc.calls.filter((argv) => argv[0] === "exec");
+  assert.equal(execs.length, 2);
+  assert.deepEqual(execs[0], execs[1]);
+
+  const lost = harness({
+    env: jobEnv(payload),
+    settings: LOCAL_DEFAULT,
+    script: [...happyReplies(cut), cut, cut, OK],
+  });
+  const { error } = await failed(lost, SystemFailure);
+  assert.match((error as Error).message, /output was lost three times/);
+  assert.deepEqual(lost.lxc.calls.at(-1)?.slice(0, 2), ["delete", "--force"]);
 });

@@ -84,7 +84,10 @@ Deno.test({
       assert.equal((await job.prepare()).code, 0);
       // setsid escapes the stage's session, so nothing stops this sleep, and it keeps the output open.
       const result = await job.run(
-        runnerScript("setsid sleep 600 & echo escaped; exit 3"),
+        runnerScript(
+          // Wait until the sleep has left the stage's session, or the stage's end would still reach it.
+          "setsid sh -c 'touch /tmp/escaped; exec sleep 600' & while [ ! -e /tmp/escaped ]; do sleep 0.1; done; echo escaped; exit 3",
+        ),
         "step_script",
       );
       assert.equal(result.code, 1, result.stderr);

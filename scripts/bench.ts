@@ -36,6 +36,46 @@ LXD_DRIVER_BENCH_EXAMPLE: a directory with GitLab's example LXD driver scripts,
 driver.sh among them. Unset: the example's columns are left out.`;
 
 const EXAMPLE_ENV = "LXD_DRIVER_BENCH_EXAMPLE";
+/**
+ * `LXD_DRIVER_BENCH_REMOTE=NAME` (and optionally `LXD_DRIVER_BENCH_PROJECT`)
+ * measures through an lxc remote: the driver gets `[lxd] remote` and
+ * `project`, and the floor's bare `lxc` calls go to the same place. GitLab's
+ * example cannot use a remote and is left out then.
+ */
+const REMOTE = Deno.env.get("LXD_DRIVER_BENCH_REMOTE") ?? "";
+const PROJECT = Deno.env.get("LXD_DRIVER_BENCH_PROJECT") ?? "";
+
+/** An instance or image name on the benchmark's remote. */
+function at(name: string): string {
+  return REMOTE ? `${REMOTE}:${name}` : name;
+}
+
+/** `lxc` for the floor and the bookkeeping, sent to the benchmark's remote and project. */
+function lxcAt(command: string, ...args: string[]): ReturnType<typeof lxc> {
+  if (command === "query") {
+    const path = args.at(-1)!;
+    const withProject = PROJECT
+      ? `${path}${path.includes("?") ? "&" : "?"}project=${encodeURIComponent(PROJECT)}`
+      : path;
+    return lxc("query", ...args.slice(0, -1), at(withProject));
+  }
+  const project = PROJECT ? ["--project", PROJECT] : [];
+  switch (command) {
+    case "launch":
+      return lxc(...project, "launch", at(args[0]!), at(args[1]!), ...args.slice(2));
+    case "exec":
+    case "delete":
+      return lxc(
+        ...project,
+        command,
+        ...args.map((a, i) => i === (command === "delete" ? 1 : 0) ? at(a) : a),
+      );
+    case "list":
+      return lxc(...project, "list", ...(REMOTE ? [`${REMOTE}:`] : []), ...args);
+    default:
+      return lxc(...project, command, ...args);
+  }
+}
 const DEFAULT_OUT = fileURLToPath(new URL("../BENCHMARKS.md", import.meta.url));
 /** A project id the tests do not use, so no container name can collide with theirs. */
 const PROJECT_ID = 9001;
@@ -111,7 +151,7 @@ function parseOptions(args: string[]): Options | "help" {
   }
   if (values.help) return "help";
   const quick = values.quick === true;
-  const example = Deno.env.get(EXAMPLE_ENV) || undefined;
+  const example = REMOTE ? undefined : Deno.env.get(EXAMPLE_ENV) || undefined;
   if (example !== undefined) {
     let isFile = false;
     try {
@@ -266,15 +306,15 @@ async function deleteLeftovers(): Promise<string[]> {
 }
 
 async function deleteOnce(): Promise<string[]> {
-  const listed = await lxc("list", "--format", "csv", "--columns", "n");
+  const listed = await lxcAt("list", "--format", "csv", "--columns", "n");
   const present = listed.code === 0
     ? new Set(listed.stdout.split("\n").map((line) => line.trim()))
     : new Set(containers); // cannot tell: try them all
   const leftovers = [...containers].filter((name) => present.has(name));
-  await Promise.all(leftovers.map((name) => lxc("delete", "--force", name)));
+  await Promise.all(leftovers.map((name) => lxcAt("delete", "--force", name)));
   const stuck: string[] = [];
   for (const name of leftovers) {
-    if ((await lxc("query", `/1.0/instances/${name}`)).code === 0) stuck.push(name);
+    if ((await lxcAt("query", `/1.0/instances/${name}`)).code === 0) stuck.push(name);
   }
   await Promise.all([...liveJobs].map(retire));
   return stuck;
@@ -375,14 +415,14 @@ async function timed(cmd: string, args: string[], cwd?: string): Promise<Timed> 
 /** `lxc launch` and then `lxc exec NAME -- true` until it succeeds. */
 async function launchUntilUsable(name: string): Promise<void> {
   stopIfInterrupted();
-  const launching = lxc("launch", BOOKWORM, name);
+  const launching = lxcAt("launch", BOOKWORM, name);
   running.add(launching);
   const launch = await launching.finally(() => running.delete(launching));
   if (launch.code !== 0) throw new Error(`lxc launch failed: ${launch.stderr.trim()}`);
   const started = performance.now();
   for (;;) {
     stopIfInterrupted();
-    const probe = await lxc("exec", name, "--", "true");
+    const probe = await lxcAt("exec", name, "--", "true");
     if (probe.code === 0) return;
     if (performance.now() - started > READY_TIMEOUT_MS) {
       throw new Error(`lxc exec ${name} -- true still fails: ${probe.stderr.trim()}`);
@@ -393,7 +433,7 @@ async function launchUntilUsable(name: string): Promise<void> {
 
 /** Waits (untimed) until the container's systemd has finished booting, so it sits idle. */
 async function settle(name: string): Promise<void> {
-  await lxc("exec", name, "--", "systemctl", "is-system-running", "--wait");
+  await lxcAt("exec", name, "--", "systemctl", "is-system-running", "--wait");
 }
 
 // ---------------------------------------------------------------- the host
@@ -419,11 +459,19 @@ async function describeHost(options: Options): Promise<Host> {
   rows.push(["CPU", `${cores || "?"} cores${cpu ? ` (${cpu})` : ""}`]);
   rows.push(["memory", `${(Deno.systemMemoryInfo().total / 2 ** 30).toFixed(1)} GiB`]);
 
-  const server = await lxc("query", "/1.0");
+  const server = await lxcAt("query", "/1.0");
   const env = server.code === 0
     ? (JSON.parse(server.stdout) as { environment?: Record<string, unknown> }).environment ?? {}
     : {};
   rows.push(["LXD", String(env.server_version ?? "unknown")]);
+  rows.push([
+    "reached through",
+    REMOTE
+      ? `remote ${REMOTE} (${String(env.addresses ?? "") || "HTTPS"}), project ${
+        PROJECT || "default"
+      }`
+      : "the local unix socket",
+  ]);
   rows.push(["storage", await rootPoolDriver()]);
   rows.push(["kernel", String(env.kernel_version ?? Deno.osRelease())]);
   if (env.os_name) rows.push(["OS", `${env.os_name} ${env.os_version ?? ""}`.trim()]);
@@ -438,7 +486,7 @@ async function describeHost(options: Options): Promise<Host> {
     "GitLab example",
     options.example ? `from $${EXAMPLE_ENV}` : `left out ($${EXAMPLE_ENV} not set)`,
   ]);
-  const listed = await lxc("list", "--format", "csv", "--columns", "ns");
+  const listed = await lxcAt("list", "--format", "csv", "--columns", "ns");
   const busy = listed.stdout.split("\n").filter((line) => /,RUNNING$/.test(line.trim())).length;
   rows.push(["other containers running at start", String(busy)]);
   rows.push(["date", new Date().toISOString().replace(/\.\d+Z$/, "Z")]);
@@ -447,14 +495,14 @@ async function describeHost(options: Options): Promise<Host> {
 
 /** `<pool> (<driver>)` for the default profile's root disk. */
 async function rootPoolDriver(): Promise<string> {
-  const profile = await lxc("query", "/1.0/profiles/default");
+  const profile = await lxcAt("query", "/1.0/profiles/default");
   if (profile.code !== 0) return "unknown";
   const devices = (JSON.parse(profile.stdout) as {
     devices?: Record<string, Record<string, string>>;
   }).devices ?? {};
   const pool = Object.values(devices).find((d) => d.type === "disk" && d.path === "/")?.pool;
   if (!pool) return "unknown (the default profile has no root disk)";
-  const answer = await lxc("query", `/1.0/storage-pools/${encodeURIComponent(pool)}`);
+  const answer = await lxcAt("query", `/1.0/storage-pools/${encodeURIComponent(pool)}`);
   const driver = answer.code === 0
     ? (JSON.parse(answer.stdout) as { driver?: string }).driver ?? "unknown"
     : "unknown";
@@ -510,7 +558,15 @@ async function benchRunStage(options: Options): Promise<RunStageResult> {
     if (rawUp === undefined) {
       runners.set(
         RAW,
-        () => timed("sh", ["-c", 'lxc exec "$1" -- bash < "$2"', "sh", rawName, scriptFile]),
+        () =>
+          timed("sh", [
+            "-c",
+            'lxc ${3:+--project "$3"} exec "$1" -- bash < "$2"',
+            "sh",
+            at(rawName),
+            scriptFile,
+            PROJECT,
+          ]),
       );
     } else setupErrors.set(RAW, rawUp);
     if (exampleJob && exampleUp) {
@@ -556,7 +612,7 @@ async function benchRunStage(options: Options): Promise<RunStageResult> {
   } finally {
     await Promise.allSettled([
       guarded((o) => driverJob.cleanup(o)).then(() => retire(driverJob)),
-      lxc("delete", "--force", rawName),
+      lxcAt("delete", "--force", rawName),
       exampleJob ? guarded((o) => exampleJob.cleanup(o)).then(() => retire(exampleJob)) : undefined,
     ]);
   }
@@ -600,11 +656,11 @@ async function benchPrepareCleanup(options: Options): Promise<Map<string, UpDown
     try {
       await launchUntilUsable(name);
     } catch (error) {
-      await lxc("delete", "--force", name);
+      await lxcAt("delete", "--force", name);
       throw error;
     }
     const usable = performance.now();
-    const deleted = await lxc("delete", "--force", name);
+    const deleted = await lxcAt("delete", "--force", name);
     if (deleted.code !== 0) throw new Error(`lxc delete failed: ${deleted.stderr.trim()}`);
     return { up: usable - started, down: performance.now() - usable };
   });
@@ -837,7 +893,7 @@ interface PoolResult {
 const POOL_HOST = `bench-pool-${crypto.randomUUID().slice(0, 8)}`;
 
 async function warmMembers(): Promise<{ name: string; status: string }[]> {
-  const listed = await lxc("list", "--format", "json");
+  const listed = await lxcAt("list", "--format", "json");
   if (listed.code !== 0) return [];
   return (JSON.parse(listed.stdout) as {
     name: string;
@@ -867,7 +923,10 @@ async function waitForWarm(): Promise<void> {
 
 async function benchPool(options: Options): Promise<PoolResult> {
   const tag = "[5/5 warm pool]";
-  const settings = await settingsFile(`\n[lxd]\nhost_id = "${POOL_HOST}"\n\n[pool]\nsize = 1\n`);
+  const remote = REMOTE ? `remote = "${REMOTE}"\nproject = "${PROJECT}"\n` : "";
+  const settings = await settingsFile(
+    `\n[lxd]\nhost_id = "${POOL_HOST}"\n${remote}\n[pool]\nsize = 1\n`,
+  );
   const warm = new Series();
   try {
     // The first job finds the pool empty and fills it.
@@ -904,7 +963,7 @@ async function benchPool(options: Options): Promise<PoolResult> {
   } finally {
     // The refill after the last claim, and anything else of this run's pool.
     await new Promise((resolve) => setTimeout(resolve, 1000));
-    for (const member of await warmMembers()) await lxc("delete", "--force", member.name);
+    for (const member of await warmMembers()) await lxcAt("delete", "--force", member.name);
     await Deno.remove(settings).catch(() => {});
   }
   return { warm };
@@ -1247,7 +1306,7 @@ async function main(): Promise<number> {
     print(`bench: measures LXD through lxc; unset LXD_DRIVER_TEST_CLI (it is ${TEST_CLI})`);
     return 2;
   }
-  const probe = await lxc("query", "/1.0").catch((error) => ({
+  const probe = await lxcAt("query", "/1.0").catch((error) => ({
     code: 1,
     stdout: "",
     stderr: errorText(error),
@@ -1261,7 +1320,9 @@ async function main(): Promise<number> {
   if (!options.example) {
     print(`bench: ${EXAMPLE_ENV} is not set: the GitLab example's columns are left out`);
   }
-  driverSettings = await settingsFile();
+  driverSettings = await settingsFile(
+    REMOTE ? `\n[lxd]\nremote = "${REMOTE}"\nproject = "${PROJECT}"\n` : "",
+  );
   scratch = await Deno.makeTempDir({ prefix: "lxd-driver-bench-" });
   const onSignal = (code: number) => () => {
     if (interruptCode !== undefined) {

@@ -121,3 +121,18 @@ ${withCli}
 export function expectedName(jobId: number, projectId = 1): string {
   return `runner-1-project-${projectId}-concurrent-0-job-${jobId}`;
 }
+
+/** Polls `probe` every 250 ms until it gives a value, or fails after `timeoutMs`. */
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined>,
+  timeoutMs = 60_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}

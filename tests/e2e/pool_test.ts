@@ -1,7 +1,7 @@
 /** End-to-end: the warm pool and runner-host identities, against real LXD. */
 import assert from "node:assert/strict";
 import { Job, runnerScript } from "../runner.ts";
-import { BUSYBOX, exists, lxc, lxdAvailable, settingsFile, uniqueJobId } from "../lxd.ts";
+import { BUSYBOX, exists, lxc, lxdAvailable, settingsFile, uniqueJobId, waitFor } from "../lxd.ts";
 
 const ignore = !(await lxdAvailable());
 
@@ -28,20 +28,6 @@ async function poolMembers(host: string): Promise<PoolMember[]> {
       host,
       pool: i.config["user.lxd-driver.pool"]!,
     }));
-}
-
-async function waitFor<T>(
-  what: string,
-  probe: () => Promise<T | undefined>,
-  timeoutMs = 60_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
-  throw new Error(`timed out waiting for ${what}`);
 }
 
 const warmCount = (host: string, count: number) => () =>

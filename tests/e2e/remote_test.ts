@@ -9,7 +9,15 @@
  */
 import assert from "node:assert/strict";
 import { Job, runnerScript } from "../runner.ts";
-import { expectedName, lxc, lxdAvailable, settingsFile, TEST_CLI, uniqueJobId } from "../lxd.ts";
+import {
+  expectedName,
+  lxc,
+  lxdAvailable,
+  settingsFile,
+  TEST_CLI,
+  uniqueJobId,
+  waitFor,
+} from "../lxd.ts";
 
 const REMOTE = "lxd-driver-https";
 const PROJECT = "lxd-driver-test";
@@ -87,20 +95,6 @@ async function removeHost(host: string): Promise<void> {
       await lxc("delete", "--force", "--project", PROJECT, `${REMOTE}:${instance.name}`);
     }
   }
-}
-
-async function waitFor<T>(
-  what: string,
-  probe: () => Promise<T | undefined>,
-  timeoutMs = 60_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
-  throw new Error(`timed out waiting for ${what}`);
 }
 
 Deno.test({

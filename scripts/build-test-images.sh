@@ -12,6 +12,8 @@
 #   LXD_DRIVER_DEBIAN_MIRROR   override the mirror taken from the apt config
 #   LXD_DRIVER_REBUILD_IMAGES  1 = rebuild even if the aliases exist
 set -Eeuo pipefail
+# shellcheck source=scripts/debian-mirror.sh
+source "$(dirname "${BASH_SOURCE[0]}")/debian-mirror.sh"
 
 SUITE=bookworm
 BOOKWORM_ALIAS=lxd-driver-test/bookworm
@@ -115,42 +117,9 @@ import_image() {
   fi
 }
 
-# debian_mirror: the Debian archive URI apt uses for $SUITE main. Asking apt
-# (indextargets) covers both deb822 *.sources and one-line sources.list.
-debian_mirror() {
-  if [[ -n ${LXD_DRIVER_DEBIAN_MIRROR:-} ]]; then
-    printf '%s\n' "$LXD_DRIVER_DEBIAN_MIRROR"
-    return
-  fi
-  local uri uris
-  # Collected first (no early-exit pipe) so SIGPIPE can't trip pipefail.
-  # $(...) below are apt format fields, not shell expansions.
-  # shellcheck disable=SC2016
-  mapfile -t uris < <(
-    {
-      # Suite as written in the sources ("bookworm") ...
-      apt-get indextargets --no-release-info --format '$(TARGET_OF) $(COMPONENT) $(RELEASE) $(REPO_URI)'
-      # ... or, for sources that say e.g. "oldstable", by codename (needs the
-      # downloaded Release files, hence only second choice).
-      apt-get indextargets --format '$(TARGET_OF) $(COMPONENT) $(CODENAME) $(REPO_URI)'
-    } 2>/dev/null | awk -v s="$SUITE" '$1 == "deb" && $2 == "main" && $3 == s {print $4}'
-  )
-  for uri in "${uris[@]}"; do
-    # Cloud images use apt's mirror+file: method, which debootstrap can't.
-    if [[ $uri == mirror+file:* ]]; then
-      uri=${uri#mirror+file:}
-      uri=$(grep -m1 -Eo '^(https?|file):[^[:space:]]+' "${uri%/}" 2>/dev/null) || continue
-    fi
-    if [[ $uri =~ ^(https?|file):// ]]; then
-      printf '%s\n' "$uri"
-      return
-    fi
-  done
-}
-
 build_bookworm() {
   local dir=$WORK/bookworm mirror
-  mirror=$(debian_mirror)
+  mirror=$(debian_mirror "$SUITE")
   [[ -n $mirror ]] || die "no Debian '$SUITE main' entry in the apt sources; set LXD_DRIVER_DEBIAN_MIRROR"
   # debootstrap downloads with wget: reuse apt's proxy, if one is configured.
   if [[ -z ${http_proxy:-} ]]; then

@@ -30,6 +30,8 @@
 #   LXD_DRIVER_LARGE_IMAGE_MB      filler size of test/large (default: 512)
 #   LXD_DRIVER_DEBIAN_MIRROR       override the mirror taken from the apt config
 set -Eeuo pipefail
+# shellcheck source=scripts/debian-mirror.sh
+source "$(dirname "${BASH_SOURCE[0]}")/debian-mirror.sh"
 
 ADDR=${LXD_DRIVER_IMAGE_SERVER_ADDR:-127.0.0.1:8443}
 REMOTE=${LXD_DRIVER_IMAGE_REMOTE:-lxd-driver-images}
@@ -65,33 +67,6 @@ trap cleanup EXIT
 lxc query /1.0 >/dev/null 2>&1 || die "LXD is not reachable (run scripts/setup-lxd.sh first)"
 
 # --- 1. packages -------------------------------------------------------------
-# debian_mirror SUITE: the archive URI apt uses for SUITE main (as in
-# build-test-images.sh: asking apt covers deb822 and one-line sources).
-debian_mirror() {
-  if [[ -n ${LXD_DRIVER_DEBIAN_MIRROR:-} ]]; then
-    printf '%s\n' "$LXD_DRIVER_DEBIAN_MIRROR"
-    return
-  fi
-  local uri uris
-  # shellcheck disable=SC2016 # apt format fields, not shell expansions
-  mapfile -t uris < <(
-    {
-      apt-get indextargets --no-release-info --format '$(TARGET_OF) $(COMPONENT) $(RELEASE) $(REPO_URI)'
-      apt-get indextargets --format '$(TARGET_OF) $(COMPONENT) $(CODENAME) $(REPO_URI)'
-    } 2>/dev/null | awk -v s="$1" '$1 == "deb" && $2 == "main" && $3 == s {print $4}'
-  )
-  for uri in "${uris[@]}"; do
-    if [[ $uri == mirror+file:* ]]; then
-      uri=${uri#mirror+file:}
-      uri=$(grep -m1 -Eo '^(https?|file):[^[:space:]]+' "${uri%/}" 2>/dev/null) || continue
-    fi
-    if [[ $uri =~ ^(https?|file):// ]]; then
-      printf '%s\n' "$uri"
-      return
-    fi
-  done
-}
-
 # has_candidate PKG: apt can install PKG from the sources it knows.
 has_candidate() {
   local candidate

@@ -12,8 +12,8 @@
 #   LXD_DRIVER_DEBIAN_MIRROR   override the mirror taken from the apt config
 #   LXD_DRIVER_REBUILD_IMAGES  1 = rebuild even if the aliases exist
 set -Eeuo pipefail
-# shellcheck source=scripts/debian-mirror.sh
-source "$(dirname "${BASH_SOURCE[0]}")/debian-mirror.sh"
+# shellcheck source=scripts/setup-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/setup-common.sh"
 
 SUITE=bookworm
 BOOKWORM_ALIAS=lxd-driver-test/bookworm

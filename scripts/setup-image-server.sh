@@ -30,8 +30,8 @@
 #   LXD_DRIVER_LARGE_IMAGE_MB      filler size of test/large (default: 512)
 #   LXD_DRIVER_DEBIAN_MIRROR       override the mirror taken from the apt config
 set -Eeuo pipefail
-# shellcheck source=scripts/debian-mirror.sh
-source "$(dirname "${BASH_SOURCE[0]}")/debian-mirror.sh"
+# shellcheck source=scripts/setup-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/setup-common.sh"
 
 ADDR=${LXD_DRIVER_IMAGE_SERVER_ADDR:-127.0.0.1:8443}
 REMOTE=${LXD_DRIVER_IMAGE_REMOTE:-lxd-driver-images}
@@ -137,19 +137,7 @@ $(tail -n 20 "$INCUS_LOG" 2>/dev/null)"
 fi
 
 # --- 3. storage pool + default profile (for running the suite on Incus) ------
-if ! incus storage show "$POOL" >/dev/null 2>&1; then
-  if grep -qw btrfs /proc/filesystems || modprobe btrfs 2>/dev/null; then
-    log "creating incus storage pool $POOL (btrfs loop, $POOL_SIZE)"
-    if ! err=$(incus storage create "$POOL" btrfs size="$POOL_SIZE" 2>&1); then
-      log "btrfs pool failed ($err); falling back to dir"
-      incus storage delete "$POOL" >/dev/null 2>&1 || true
-    fi
-  fi
-  if ! incus storage show "$POOL" >/dev/null 2>&1; then
-    log "creating incus storage pool $POOL (dir)"
-    incus storage create "$POOL" dir >/dev/null || die "cannot create incus storage pool $POOL"
-  fi
-fi
+ensure_pool incus "$POOL" "$POOL_SIZE"
 if ! root_pool=$(incus profile device get default root pool 2>/dev/null) || [[ -z $root_pool ]]; then
   log "adding root disk on $POOL to incus's default profile"
   incus profile device add default root disk path=/ pool="$POOL" >/dev/null

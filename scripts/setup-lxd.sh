@@ -9,6 +9,8 @@
 #   LXD_DRIVER_POOL_SIZE  size of the btrfs loop file (default: 20GiB)
 #   LXD_DRIVER_LXD_LOG    daemon log when we start it (default: /var/log/lxd/lxd.log)
 set -Eeuo pipefail
+# shellcheck source=scripts/setup-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/setup-common.sh"
 
 POOL=${LXD_DRIVER_POOL:-lxd-driver}
 POOL_SIZE=${LXD_DRIVER_POOL_SIZE:-20GiB}
@@ -76,21 +78,7 @@ fi
 # `lxd init --preseed` so that each piece is created only when missing and an
 # existing default profile is never overwritten. (`lxd init --auto` is not an
 # option: it insists on creating a bridge, which fails here.)
-if ! lxc storage show "$POOL" >/dev/null 2>&1; then
-  # btrfs launches containers ~5x faster than dir (CoW snapshot of the image
-  # instead of a full unpack), but needs btrfs in the kernel and loop devices.
-  if grep -qw btrfs /proc/filesystems || modprobe btrfs 2>/dev/null; then
-    log "creating storage pool $POOL (btrfs loop, $POOL_SIZE)"
-    if ! err=$(lxc storage create "$POOL" btrfs size="$POOL_SIZE" 2>&1); then
-      log "btrfs pool failed ($err); falling back to dir"
-      lxc storage delete "$POOL" >/dev/null 2>&1 || true
-    fi
-  fi
-  if ! lxc storage show "$POOL" >/dev/null 2>&1; then
-    log "creating storage pool $POOL (dir)"
-    lxc storage create "$POOL" dir >/dev/null || die "cannot create storage pool $POOL"
-  fi
-fi
+ensure_pool lxc "$POOL" "$POOL_SIZE"
 
 if root_pool=$(lxc profile device get default root pool 2>/dev/null) && [[ -n $root_pool ]]; then
   [[ $root_pool == "$POOL" ]] ||

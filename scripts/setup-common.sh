@@ -1,6 +1,8 @@
 # shellcheck shell=bash
-# Sourced by the set-up scripts. debian_mirror SUITE prints the Debian archive
-# URI apt uses for SUITE main, or nothing. Asking apt (indextargets) covers both
+# Sourced by the set-up scripts, which define log and die.
+
+# debian_mirror SUITE prints the Debian archive URI apt uses for SUITE main, or
+# nothing. Asking apt (indextargets) covers both
 # deb822 *.sources and one-line sources.list; LXD_DRIVER_DEBIAN_MIRROR overrides.
 debian_mirror() {
   if [[ -n ${LXD_DRIVER_DEBIAN_MIRROR:-} ]]; then
@@ -31,4 +33,24 @@ debian_mirror() {
       return
     fi
   done
+}
+
+# ensure_pool CLI POOL SIZE: a storage pool named POOL for CLI (lxc or incus):
+# btrfs on a loop file of SIZE when the kernel has btrfs, since containers
+# launch from a copy-on-write snapshot of the image (several times faster than
+# unpacking it as dir does); else dir.
+ensure_pool() {
+  local cli=$1 pool=$2 size=$3 err
+  "$cli" storage show "$pool" >/dev/null 2>&1 && return
+  if grep -qw btrfs /proc/filesystems || modprobe btrfs 2>/dev/null; then
+    log "creating $cli storage pool $pool (btrfs loop, $size)"
+    if ! err=$("$cli" storage create "$pool" btrfs size="$size" 2>&1); then
+      log "btrfs pool failed ($err); falling back to dir"
+      "$cli" storage delete "$pool" >/dev/null 2>&1 || true
+    fi
+  fi
+  if ! "$cli" storage show "$pool" >/dev/null 2>&1; then
+    log "creating $cli storage pool $pool (dir)"
+    "$cli" storage create "$pool" dir >/dev/null || die "cannot create $cli storage pool $pool"
+  fi
 }

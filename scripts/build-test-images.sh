@@ -107,7 +107,8 @@ import_image() {
   lxc delete --force "$SMOKE" >/dev/null
   SMOKE=""
 
-  old=$(lxc image info "$alias" 2>/dev/null | awk '$1 == "Fingerprint:" {print $2}')
+  # No alias yet (a fresh host) is not an error.
+  old=$(lxc image info "$alias" 2>/dev/null | awk '$1 == "Fingerprint:" {print $2}' || true)
   if [[ -z $old ]]; then
     lxc image alias create "$alias" "$fp"
   else

@@ -152,18 +152,25 @@ async function claimFromPool(
   template: InstanceSpec,
   host: string,
 ): Promise<string | undefined> {
-  const claimed = await claimWarm(
-    {
-      lxd,
-      size: ctx.settings.pool.size,
-      host,
-      log: ctx.log,
-      lockPath: POOL_LOCK_FILE,
-    },
-    spec.source.fingerprint,
-    template,
-    { config: { ...spec.config }, devices: { ...spec.devices } },
-  );
+  let claimed: string | undefined;
+  try {
+    claimed = await claimWarm(
+      {
+        lxd,
+        size: ctx.settings.pool.size,
+        host,
+        log: ctx.log,
+        lockPath: POOL_LOCK_FILE,
+      },
+      spec.source.fingerprint,
+      template,
+      { config: { ...spec.config }, devices: { ...spec.devices } },
+    );
+  } catch (error) {
+    // The pool only makes starts faster: when it fails, the job gets a container of its own.
+    ctx.log.warn(`could not use the warm pool: ${(error as Error).message}`);
+    return undefined;
+  }
   if (claimed) await recordJobContainer(ctx.env, claimed);
   return claimed;
 }

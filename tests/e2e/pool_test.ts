@@ -211,3 +211,34 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "a pool that cannot be used is a warning, and the job gets a container of its own",
+  ignore,
+  async fn() {
+    const host = `pool-d-${crypto.randomUUID().slice(0, 6)}`;
+    const lock = "/tmp/lxd-driver-pool.lock";
+    const saved = await Deno.readFile(lock).catch(() => undefined);
+    await Deno.remove(lock).catch(() => {});
+    await Deno.mkdir(lock); // a directory cannot be opened as the lock file
+    try {
+      const job = await Job.create({
+        jobId: uniqueJobId(),
+        env: { LXD_DRIVER_CONFIG: await poolSettings(host, 1) },
+      });
+      const prepare = await job.prepare();
+      assert.equal(prepare.code, 0, prepare.stderr);
+      assert.match(
+        prepare.stderr,
+        /WARNING: could not use the warm pool: cannot open the pool's lock file/,
+      );
+      assert.match(prepare.stderr, /Creating container runner-/);
+      await job.cleanup();
+      await job.remove();
+    } finally {
+      await Deno.remove(lock, { recursive: true });
+      if (saved) await Deno.writeFile(lock, saved, { mode: 0o600 });
+      await removeHost(host);
+    }
+  },
+});

@@ -7,7 +7,7 @@
  */
 import { parseArgv } from "./lib/argv.ts";
 import type { Context } from "./lib/context.ts";
-import { BuildFailure, exitCodeFor, readExitCodes, UsageError } from "./lib/errors.ts";
+import { BuildFailure, DriverError, exitCodeFor, readExitCodes, UsageError } from "./lib/errors.ts";
 import { recordJobExitCode } from "./lib/exit_code_file.ts";
 import { createLogger, debugRequested, type Logger } from "./lib/log.ts";
 import type { Lxd } from "./lib/lxd.ts";
@@ -40,8 +40,9 @@ Exit codes follow the runner: $BUILD_FAILURE_EXIT_CODE when the job failed,
 $SYSTEM_FAILURE_EXIT_CODE when the infrastructure did.`,
   config: `Usage: lxd-driver config
 
-Prints one JSON object (builds_dir, cache_dir, hostname, driver, shell) for
-gitlab-runner's config_exec. Nothing else is written to stdout.`,
+Prints one JSON object (builds_dir, cache_dir, builds_dir_is_shared, hostname,
+driver, shell) for gitlab-runner's config_exec. Nothing else is written to
+stdout.`,
   prepare: `Usage: lxd-driver prepare
 
 Launches the job's container from the job's image (when allowed) or the
@@ -107,10 +108,11 @@ async function main(argv: string[]): Promise<number> {
     const positionals = values.positionals;
     command = positionals[0];
     if (values.help || command === undefined || command === "help") {
-      await writeStdout((HELP[command ?? "main"] ?? HELP.main!) + "\n");
+      const topic = command !== undefined && Object.hasOwn(HELP, command) ? command : "main";
+      await writeStdout(HELP[topic]! + "\n");
       return command === undefined && !values.help ? codes.systemFailure : 0;
     }
-    if (!(command in HELP)) {
+    if (!Object.hasOwn(HELP, command)) {
       throw new UsageError(`unknown command "${command}"; see lxd-driver --help`);
     }
     if (command === "version") {
@@ -171,6 +173,8 @@ async function main(argv: string[]): Promise<number> {
       case "runner-config":
         await (await import("./stages/runner_config.ts")).runnerConfig(ctx, values.config);
         return 0;
+      default:
+        throw new UsageError(`unknown command "${command}"; see lxd-driver --help`);
     }
     await recordJobExitCode(env, undefined);
     return 0;
@@ -190,7 +194,7 @@ async function connect(ctx: Context): Promise<Lxd> {
 }
 
 function report(log: Logger, error: unknown): void {
-  if (error instanceof Error && "kind" in error) {
+  if (error instanceof DriverError) {
     log.error(error.message);
   } else {
     log.error(

@@ -43,9 +43,11 @@ const OPERATIONS_TIMEOUT_MS = 10_000;
 
 /**
  * A failed image lookup or download. `stderr` keeps LXD's own words; for an
- * image that does not exist it contains "Image not found", which prepare
- * recognises. `unreachable` is false: when this is thrown the local LXD
- * answered, and a remote that cannot be reached is not a local LXD outage.
+ * image that does not exist, or names a remote the client does not know, it
+ * contains "Image not found", which prepare recognises (for an image the job
+ * chose, the job's fault). `unreachable` is false: when this is thrown the
+ * local LXD answered, and a remote that cannot be reached is not a local LXD
+ * outage.
  */
 export class ImageError extends LxdError {
   constructor(args: readonly string[], code: number, stderr: string, message: string) {
@@ -175,6 +177,15 @@ async function lookUpRemoteImage(
     out = await lxd.run(args, { timeoutMs });
   } catch (error) {
     if (!(error instanceof LxdError)) throw error;
+    // No such remote in the client's config: for this runner, no such image.
+    if (isUnknownRemote(error.stderr)) {
+      throw notFound(
+        error,
+        reference,
+        `image ${JSON.stringify(reference)} not found: this runner has no image remote ` +
+          JSON.stringify(remote),
+      );
+    }
     if (isNotFound(error.stderr)) {
       throw notFound(
         error,
@@ -345,6 +356,11 @@ async function within<T>(promise: Promise<T>, ms: number): Promise<T | typeof TI
 
 function isNotFound(stderr: string): boolean {
   return /not found|couldn.t be found/i.test(stderr);
+}
+
+/** lxc and incus: `The remote "debian" doesn't exist` (from the client's config, before any request). */
+function isUnknownRemote(stderr: string): boolean {
+  return /\bremote\b.*\b(?:doesn.t|does not) exist/i.test(stderr);
 }
 
 function notFound(cause: LxdError, reference: string, message: string): ImageError {

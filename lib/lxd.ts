@@ -1,11 +1,13 @@
 /**
  * The LXD client: every `lxc` (or `incus`) call the driver makes, except the
- * run stage's streaming exec (lib/stage_exec.ts), which must stay light.
+ * run stage's streaming exec (lib/stage_exec.ts).
  *
- * Arguments are always passed as an argv array (dax escapes each one), and
- * positional names and images come after `--`, so no value can become a flag.
+ * Commands are started with `Deno.Command` and an argv array: no shell ever
+ * parses them, and positional names and images come after `--`, so no value
+ * can become a flag. (A shell library would have been one more import to
+ * load on every start of prepare and cleanup; measured, dax's npm build adds
+ * about 60 ms to each.)
  */
-import { CommandBuilder } from "dax";
 import { formatDuration } from "./duration.ts";
 import { SystemFailure } from "./errors.ts";
 import type { InstanceSpec } from "./instance_spec.ts";
@@ -37,6 +39,12 @@ export class LxdError extends SystemFailure {
 
   get unreachable(): boolean {
     return isUnreachable(this.stderr);
+  }
+
+  /** A creation that failed because an instance of that name exists (LXD and Incus wordings). */
+  get alreadyExists(): boolean {
+    return /entry already exists|UNIQUE constraint failed: instances\.|instance .* already exists/i
+      .test(this.stderr);
   }
 }
 
@@ -84,24 +92,95 @@ export interface ExecOptions {
   readonly timeoutMs?: number;
 }
 
+/** What one finished `lxc` call gave. */
+export interface CliResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs `cli argv...` to completion; `signal` aborts it (a timeout). */
+export type RunCli = (
+  cli: string,
+  argv: readonly string[],
+  io: { readonly stdin?: string; readonly signal?: AbortSignal },
+) => Promise<CliResult>;
+
+/** The exit code reported for a call stopped by its timeout (as timeout(1) does). */
+export const TIMED_OUT_CODE = 124;
+
+const decoder = new TextDecoder();
+
+/** The real RunCli: a child process with piped output. */
+export const runCliProcess: RunCli = async (cli, argv, io) => {
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(cli, {
+      args: [...argv],
+      stdin: io.stdin === undefined ? "null" : "piped",
+      stdout: "piped",
+      stderr: "piped",
+      ...(io.signal ? { signal: io.signal } : {}),
+    }).spawn();
+  } catch (error) {
+    // As a shell reports it: 127 for a missing command, 126 for one that cannot be run.
+    const missing = error instanceof Deno.errors.NotFound;
+    return {
+      code: missing ? 127 : 126,
+      stdout: "",
+      stderr: `${cli}: ${missing ? "command not found" : (error as Error).message}\n`,
+    };
+  }
+  if (io.stdin !== undefined) {
+    const writer = child.stdin.getWriter();
+    // A command that exits without reading all its input is not an error of the write.
+    await writer.write(new TextEncoder().encode(io.stdin)).catch(() => {});
+    await writer.close().catch(() => {});
+  }
+  const output = await child.output();
+  return {
+    code: io.signal?.aborted ? TIMED_OUT_CODE : output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+};
+
 export interface LxdOptions {
   readonly target: LxdTarget;
   readonly log: Logger;
-  /** The dax command builder to run commands with; tests register a fake `lxc` on it. */
-  readonly builder?: CommandBuilder;
+  /** How commands are run; tests pass a fake `lxc`. */
+  readonly runCli?: RunCli;
+  /** Starts a command without waiting for it (see `Lxd.spawnDetached`); tests record instead. */
+  readonly spawnDetached?: (cli: string, argv: readonly string[]) => void;
+}
+
+/**
+ * Starts `cli argv...` detached, with no standard streams: it outlives the
+ * driver and holds none of the runner's pipes open.
+ */
+function spawnDetachedProcess(cli: string, argv: readonly string[]): void {
+  new Deno.Command(cli, {
+    args: [...argv],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+    detached: true,
+  }).spawn().unref();
 }
 
 export class Lxd {
   readonly target: LxdTarget;
   readonly #cli: string;
   readonly #log: Logger;
-  readonly #builder: CommandBuilder;
+  readonly #runCli: RunCli;
+  readonly #spawnDetached: (cli: string, argv: readonly string[]) => void;
 
   constructor(options: LxdOptions) {
     this.target = options.target;
     this.#cli = options.target.cli;
     this.#log = options.log;
-    this.#builder = options.builder ?? new CommandBuilder();
+    this.#runCli = options.runCli ?? runCliProcess;
+    this.#spawnDetached = options.spawnDetached ?? spawnDetachedProcess;
   }
 
   /** The instance's reference for CLI commands (with the remote, if any). */
@@ -122,13 +201,12 @@ export class Lxd {
   /** Runs `<cli> args...`, returning stdout; throws LxdError on a non-zero exit. */
   async run(args: readonly string[], options: ExecOptions = {}): Promise<string> {
     const started = performance.now();
-    let command = this.#builder.command([this.#cli, ...this.argv(args)]).noThrow().stdout("piped")
-      .stderr("piped");
-    command = options.stdin === undefined
-      ? command.stdin("null")
-      : command.stdinText(options.stdin);
-    if (options.timeoutMs !== undefined) command = command.timeout(options.timeoutMs);
-    const result = await command;
+    const result = await this.#runCli(this.#cli, this.argv(args), {
+      ...(options.stdin === undefined ? {} : { stdin: options.stdin }),
+      ...(options.timeoutMs === undefined
+        ? {}
+        : { signal: AbortSignal.timeout(options.timeoutMs) }),
+    });
     this.#log.debug(
       `${this.#cli} ${describe(args)}: exit ${result.code} in ${
         formatDuration(performance.now() - started)
@@ -195,6 +273,22 @@ export class Lxd {
       hostPath,
       `${this.ref(name)}${containerPath}`,
     ]);
+  }
+
+  /**
+   * Starts `<cli> args...` in the background and returns at once; nothing
+   * waits for it and its outcome is not reported (the pool's launches and
+   * removals, which the next claim checks on).
+   */
+  spawnDetached(args: readonly string[]): void {
+    const argv = this.argv(args);
+    this.#log.debug(`${this.#cli} ${describe(args)}: started in the background`);
+    this.#spawnDetached(this.#cli, argv);
+  }
+
+  /** Force-deletes `name` in the background (see spawnDetached). */
+  deleteDetached(name: string): void {
+    this.spawnDetached(["delete", "--force", "--", this.ref(name)]);
   }
 
   /** Force-deletes `name`; returns false when it did not exist. */

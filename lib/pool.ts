@@ -2,55 +2,111 @@
  * The warm pool: `[pool] size` containers of the default image, launched
  * ahead of time so that prepare only has to claim one.
  *
- * Claims are serialised on this host by a lock file, and a claimed container
- * is relabelled before the lock is released, so two prepares never get the
- * same container. Refills and the removal of containers of an outdated image
- * run as detached `lxc` processes with no standard streams: they never delay
- * the job or hold the runner's output pipes open, and a failed one only
- * leaves the pool short until the next claim refills it.
+ * Every pool decision on a host is taken under one lock (lib/pool_lock.ts):
+ * a claim relabels its container `claimed`, and a container to be removed is
+ * relabelled `retiring`, before the lock is released, so no container is
+ * ever both given to a job and deleted, or given to two jobs. Launches and
+ * deletions then run as detached `lxc` processes with no standard streams:
+ * they never delay the job or hold the runner's output pipes open.
  */
-import { SystemFailure } from "./errors.ts";
 import type { InstanceSpec } from "./instance_spec.ts";
-import { CREATED, HOST, isManaged, LABEL_PREFIX, madeBy, MANAGED } from "./labels.ts";
+import { CREATED, createdAt, HOST, isManaged, LABEL_PREFIX, madeBy, MANAGED } from "./labels.ts";
 import type { Logger } from "./log.ts";
 import type { InstanceSummary, Lxd } from "./lxd.ts";
+import { type PendingLaunches, withPoolLock } from "./pool_lock.ts";
 
-/** `warm` while waiting in the pool, `claimed` once a job has it. */
+/** `warm` while waiting in the pool, `claimed` once a job has it, `retiring` once it is to go. */
 export const POOL = `${LABEL_PREFIX}pool`;
 /** The fingerprint a pool container was launched from. */
 export const IMAGE = `${LABEL_PREFIX}image`;
 const NAME_PREFIX = "lxd-driver-pool-";
-/** Serialises claims among the driver processes of this host. */
-export const POOL_LOCK_FILE = "/tmp/lxd-driver-pool.lock";
 
-export interface PoolState {
-  /** Running and unclaimed, of the current image, oldest first. */
-  readonly warm: InstanceSummary[];
-  /** Unclaimed, of the current image, still being created or started. */
-  readonly starting: InstanceSummary[];
-  /** Unclaimed, of another image or beyond the pool's size. */
-  readonly surplus: InstanceSummary[];
-}
+/** A launch that LXD still does not list after this long has failed. */
+export const PENDING_TTL_MS = 120_000;
+/** A pool container still not running this long after its launch never will be. */
+export const STALLED_AFTER_MS = 120_000;
 
-/** Sorts this host's unclaimed pool containers into warm, starting and surplus. */
-export function poolState(
+/** The unclaimed pool containers of `host`, oldest first. */
+export function warmMembers(
   instances: readonly InstanceSummary[],
   host: string,
-  fingerprint: string,
-  size: number,
-): PoolState {
-  const mine = instances.filter((i) =>
+): InstanceSummary[] {
+  return instances.filter((i) =>
     isManaged(i.config) && madeBy(i.config, host) && i.config[POOL] === "warm"
-  )
-    .sort((a, b) => (a.config[CREATED] ?? "").localeCompare(b.config[CREATED] ?? ""));
-  const current = mine.filter((i) => i.config[IMAGE] === fingerprint);
-  const surplus = mine.filter((i) => i.config[IMAGE] !== fingerprint);
-  const keep = current.slice(0, size);
-  surplus.push(...current.slice(size));
+  ).sort((a, b) => (a.config[CREATED] ?? "").localeCompare(b.config[CREATED] ?? ""));
+}
+
+export interface PoolPlan {
+  /** The container to give the job, when one is warm and a claim was asked for. */
+  readonly claim: InstanceSummary | undefined;
+  /** Containers to relabel `retiring` and delete: of another image, beyond the size, or stalled. */
+  readonly retire: InstanceSummary[];
+  /** How many new containers to launch. */
+  readonly launches: number;
+  /** The pending launches still in flight. */
+  readonly pending: PendingLaunches;
+  /** What an administrator should hear about (failed launches, stalled containers). */
+  readonly warnings: string[];
+}
+
+export interface PoolGoal {
+  readonly host: string;
+  readonly fingerprint: string;
+  readonly size: number;
+  readonly claim: boolean;
+  readonly now: number;
+}
+
+/** Decides what to do with `host`'s pool, given what LXD lists and the launches in flight. */
+export function planPool(
+  instances: readonly InstanceSummary[],
+  pending: PendingLaunches,
+  goal: PoolGoal,
+): PoolPlan {
+  const warnings: string[] = [];
+  const listed = new Set(instances.map((i) => i.name));
+  const inFlight: PendingLaunches = {};
+  for (const [name, launch] of Object.entries(pending)) {
+    if (listed.has(name)) continue; // LXD has it now: it counts as a listed container
+    if (goal.now - launch.startedAt > PENDING_TTL_MS) {
+      if (launch.host === goal.host) {
+        warnings.push(`the pool's launch of ${name} created no container; launching another`);
+      }
+      continue;
+    }
+    inFlight[name] = launch;
+  }
+
+  const retire: InstanceSummary[] = [];
+  const current: InstanceSummary[] = [];
+  for (const instance of warmMembers(instances, goal.host)) {
+    const age = goal.now - (createdAt(instance.config)?.getTime() ?? 0);
+    if (instance.status !== "Running" && age > STALLED_AFTER_MS) {
+      warnings.push(
+        `pool container ${instance.name} is ${instance.status.toLowerCase()} ` +
+          `${Math.round(age / 1000)}s after its launch; replacing it`,
+      );
+      retire.push(instance);
+    } else if (instance.config[IMAGE] !== goal.fingerprint) {
+      retire.push(instance);
+    } else {
+      current.push(instance);
+    }
+  }
+  // Running ones first, each group oldest first: the claim takes the one longest ready.
+  current.sort((a, b) => Number(b.status === "Running") - Number(a.status === "Running"));
+  const claim = goal.claim && current[0]?.status === "Running" ? current.shift() : undefined;
+  retire.push(...current.splice(goal.size));
+  const launchingForGoal =
+    Object.values(inFlight).filter((l) =>
+      l.host === goal.host && l.fingerprint === goal.fingerprint
+    ).length;
   return {
-    warm: keep.filter((i) => i.status === "Running"),
-    starting: keep.filter((i) => i.status !== "Running"),
-    surplus,
+    claim,
+    retire,
+    launches: Math.max(0, goal.size - current.length - launchingForGoal),
+    pending: inFlight,
+    warnings,
   };
 }
 
@@ -59,14 +115,15 @@ export interface PoolOptions {
   readonly size: number;
   readonly host: string;
   readonly log: Logger;
-  /** The lock file serialising claims on this host. */
-  readonly lockPath: string;
+  /** The directory of the lock and the pending launches (lib/pool_lock.ts). */
+  readonly stateDir: string;
 }
 
 /**
  * Claims a warm container of `fingerprint`, applying `changes` (the job's
- * labels, limits and devices) while still holding the lock; then refills.
- * Returns undefined when none is warm.
+ * labels, limits and devices) while still holding the lock; then refills
+ * the pool and removes what it no longer needs. Returns undefined when none
+ * is warm.
  */
 export async function claimWarm(
   options: PoolOptions,
@@ -74,57 +131,63 @@ export async function claimWarm(
   template: InstanceSpec,
   changes: { config: Record<string, string>; devices: Record<string, Record<string, string>> },
 ): Promise<string | undefined> {
-  const { lxd, log } = options;
-  let state: PoolState;
-  let claimed: string | undefined;
-  const lock = await Deno.open(options.lockPath, { create: true, write: true, mode: 0o600 }).catch(
-    (error) => {
-      throw new SystemFailure(
-        `cannot open the pool's lock file ${options.lockPath}: ${error.message}`,
-      );
-    },
-  );
-  try {
-    await lock.lock(true);
-    state = poolState(await lxd.list(), options.host, fingerprint, options.size);
-    const chosen = state.warm.shift();
-    if (chosen) {
-      await lxd.patch(chosen.name, {
+  const { lxd, log, host } = options;
+  const work = await withPoolLock(options.stateDir, async (pending) => {
+    const now = Date.now();
+    const plan = planPool(await lxd.list(), pending, {
+      host,
+      fingerprint,
+      size: options.size,
+      claim: true,
+      now,
+    });
+    if (plan.claim) {
+      await lxd.patch(plan.claim.name, {
         config: { ...changes.config, [POOL]: "claimed" },
         devices: changes.devices,
       });
-      claimed = chosen.name;
     }
-  } finally {
-    lock.close(); // closing releases the lock
-  }
-  refill(options, fingerprint, template, state);
-  if (!claimed) log.info("No warm container in the pool: creating one for this job");
-  return claimed;
-}
-
-/** Starts enough pool containers to bring the pool back to its size, and removes the surplus. */
-export function refill(
-  options: PoolOptions,
-  fingerprint: string,
-  template: InstanceSpec,
-  state: PoolState,
-): void {
-  const missing = options.size - state.warm.length - state.starting.length;
+    const retired = await markRetiring(lxd, plan.retire, log);
+    const members = Array.from(
+      { length: plan.launches },
+      () => poolMember(template, fingerprint, host),
+    );
+    const next = { ...plan.pending };
+    for (const member of members) next[member.name] = { startedAt: now, host, fingerprint };
+    return { result: { plan, retired, members }, pending: next };
+  });
+  for (const warning of work.plan.warnings) log.warn(warning);
   try {
-    for (const instance of state.surplus) {
-      spawnDetached(options.lxd, ["delete", "--force", "--", options.lxd.ref(instance.name)]);
-    }
-    for (let i = 0; i < missing; i++) {
-      const member = poolMember(template, fingerprint, options.host);
-      spawnDetached(
-        options.lxd,
-        launchArgs(member, (name) => options.lxd.ref(name), options.lxd.target.member),
-      );
+    for (const name of work.retired) lxd.deleteDetached(name);
+    for (const member of work.members) {
+      lxd.spawnDetached(launchArgs(member, (name) => lxd.ref(name), lxd.target.member));
     }
   } catch (error) {
-    options.log.warn(`could not refill the warm pool: ${(error as Error).message}`);
+    log.warn(`could not refill the warm pool: ${(error as Error).message}`);
   }
+  if (!work.plan.claim) log.info("No warm container in the pool: creating one for this job");
+  return work.plan.claim?.name;
+}
+
+/**
+ * Relabels containers `retiring` so that no claim can take them; returns the
+ * names relabelled (one that vanished meanwhile is skipped).
+ */
+export async function markRetiring(
+  lxd: Lxd,
+  instances: readonly InstanceSummary[],
+  log: Logger,
+): Promise<string[]> {
+  const names: string[] = [];
+  for (const instance of instances) {
+    try {
+      await lxd.patch(instance.name, { config: { [POOL]: "retiring" } });
+      names.push(instance.name);
+    } catch (error) {
+      log.warn(`could not retire pool container ${instance.name}: ${(error as Error).message}`);
+    }
+  }
+  return names;
 }
 
 /** A pool container: the job template without job labels, labelled as warm. */
@@ -169,15 +232,4 @@ export function launchArgs(
   if (root?.size) args.push("--device", `root,size=${root.size}`);
   args.push("--", ref(spec.source.fingerprint), ref(spec.name));
   return args;
-}
-
-function spawnDetached(lxd: Lxd, args: string[]): void {
-  const child = new Deno.Command(lxd.target.cli, {
-    args: lxd.argv(args),
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-    detached: true,
-  }).spawn();
-  child.unref();
 }

@@ -347,6 +347,16 @@ export function parseSettings(text: string, source: string | undefined): Setting
         "needs [instance] allow_privileged = true as well: a privileged container's root is the host's root",
     );
   }
+  const cache = raw.cache as Record<string, unknown>;
+  const lxd = raw.lxd as Record<string, unknown>;
+  // "local" is the client's own name for this host's daemon.
+  if (cache.host_dir !== undefined && lxd.remote !== "" && lxd.remote !== "local") {
+    problems.push(
+      `${where}:${lineOf(text, "cache", "host_dir")}: [cache] host_dir cannot be used with ` +
+        "[lxd] remote: the directory is made on this host, but the remote's LXD would mount " +
+        "its own path of that name",
+    );
+  }
   if (problems.length > 0) throw new SystemFailure(`invalid settings:\n  ${problems.join("\n  ")}`);
 
   const s = raw as Raw;

@@ -4,8 +4,9 @@
  * container's disk) and the output goes straight to the runner's pipes.
  *
  * This is the hot path, started about ten times per job, so it uses
- * `Deno.Command` directly instead of loading dax.
+ * `Deno.Command` directly and loads nothing it does not need.
  */
+import { formatDuration } from "./duration.ts";
 import { SystemFailure } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { globalArgs, instanceRef, type LxdTarget } from "./lxd_target.ts";
@@ -21,7 +22,7 @@ const STATE_DIR = "/run/lxd-driver";
  * exited, kills what it left behind, which would otherwise hold the output
  * open and stall the runner.
  */
-const WRAPPER = `id=$1; shift
+export const WRAPPER = `id=$1; shift
 d=${STATE_DIR}
 exec 3<&0
 if command -v setsid >/dev/null 2>&1; then setsid "$@" <&3 3<&- & else "$@" <&3 3<&- & fi
@@ -36,7 +37,7 @@ echo "$rc" >"$d/$id.rc"
 exit "$rc"`;
 
 /** Stops a stage: TERM to its session, then KILL after `$2` tenths of a second. */
-const STOPPER = `f=${STATE_DIR}/$1.pid
+export const STOPPER = `f=${STATE_DIR}/$1.pid
 [ -r "$f" ] || exit 0
 pid=$(cat "$f")
 kill -TERM "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || exit 0
@@ -46,13 +47,65 @@ kill -KILL "-$pid" 2>/dev/null
 exit 0`;
 
 /** Whether the stage's shell has finished (its exit status is recorded), leaving the record in place. */
-const STATUS_PROBE = `[ -r ${STATE_DIR}/$1.rc ]`;
+export const STATUS_PROBE = `[ -r ${STATE_DIR}/$1.rc ]`;
 
 /** Reads (and removes) the stage's recorded exit status; empty when the shell never finished. */
-const STATUS_READER =
+export const STATUS_READER =
   `f=${STATE_DIR}/$1.rc; [ -r "$f" ] && cat "$f"; rm -f "$f" "${STATE_DIR}/$1.pid"; exit 0`;
 
-export interface StageExecOptions {
+/** How a client process ended. */
+export interface ClientStatus {
+  readonly success: boolean;
+  readonly code: number;
+  readonly signal: Deno.Signal | null;
+}
+
+export interface ClientOutput extends ClientStatus {
+  readonly stdout: Uint8Array;
+}
+
+/** The parts of a `Deno.ChildProcess` the stage uses. */
+export interface ClientProcess {
+  readonly stdin: WritableStream<Uint8Array>;
+  readonly status: Promise<ClientStatus>;
+  kill(signal?: Deno.Signal): void;
+}
+
+/** The parts of a `Deno.Command` the stage uses. */
+export interface ClientCommand {
+  spawn(): ClientProcess;
+  output(): Promise<ClientOutput>;
+}
+
+/** Prepares a client command; `new Deno.Command(cli, options)` unless a test passes a fake. */
+export type CommandFactory = (cli: string, options: Deno.CommandOptions) => ClientCommand;
+
+const denoCommand: CommandFactory = (cli, options) => new Deno.Command(cli, options);
+
+/** Calls `cancel` when the runner cancels the job; returns a function that stops listening. */
+export type CancelRequests = (cancel: () => void) => () => void;
+
+const CANCEL_SIGNALS: Deno.Signal[] = ["SIGTERM", "SIGINT"];
+
+/** The runner cancels by signalling our process group: SIGTERM (or SIGINT). */
+const onCancelSignals: CancelRequests = (cancel) => {
+  for (const signal of CANCEL_SIGNALS) Deno.addSignalListener(signal, cancel);
+  return () => {
+    for (const signal of CANCEL_SIGNALS) Deno.removeSignalListener(signal, cancel);
+  };
+};
+
+/** How the stage reaches processes and signals; the real ones unless a test passes fakes. */
+export interface StageIo {
+  /** Default: `Deno.Command`. */
+  readonly command?: CommandFactory;
+  /** Default: SIGTERM and SIGINT, the runner's cancel. */
+  readonly cancelRequests?: CancelRequests;
+  /** How often a long stage is checked for a client that outlives its script. */
+  readonly watchIntervalMs?: number;
+}
+
+export interface StageExecOptions extends StageIo {
   readonly target: LxdTarget;
   readonly container: string;
   /** The shell command that reads the script from stdin. */
@@ -69,29 +122,37 @@ export interface StageOutcome {
   readonly cancelled: boolean;
 }
 
-const CANCEL_SIGNALS: Deno.Signal[] = ["SIGTERM", "SIGINT"];
+/** One running stage: where it runs, its id in the wrapper's records, and how to reach LXD. */
+interface Stage {
+  readonly target: LxdTarget;
+  readonly container: string;
+  readonly stageId: string;
+  readonly log: Logger;
+  readonly command: CommandFactory;
+}
 
 /** Runs the script to completion (or cancel) and reports how it ended. */
 export async function execStage(options: StageExecOptions): Promise<StageOutcome> {
-  const stageId = crypto.randomUUID();
   const { target, container, log } = options;
+  const stage: Stage = {
+    target,
+    container,
+    stageId: crypto.randomUUID(),
+    log,
+    command: options.command ?? denoCommand,
+  };
   const cli = target.cli;
   const graceMs = options.killGraceMs ?? 3000;
   const script = await Deno.open(options.scriptPath, { read: true }).catch((error) => {
     throw new SystemFailure(`cannot read the job script ${options.scriptPath}: ${error.message}`);
   });
 
+  const inner = ["sh", "-c", WRAPPER, "lxd-driver", stage.stageId, ...options.shell];
+  const started = performance.now();
   // detached: the runner signals our whole process group on cancel; the local
   // client must not die with it before the job inside the container is stopped.
-  const child = new Deno.Command(cli, {
-    args: execArgs(target, container, [
-      "sh",
-      "-c",
-      WRAPPER,
-      "lxd-driver",
-      stageId,
-      ...options.shell,
-    ]),
+  const child = stage.command(cli, {
+    args: execArgs(target, container, inner),
     stdin: "piped",
     stdout: "inherit",
     stderr: "inherit",
@@ -105,7 +166,8 @@ export async function execStage(options: StageExecOptions): Promise<StageOutcome
     if (cancelled) return;
     cancelled = true;
     log.info("Cancel received: stopping the job's processes in the container");
-    stopStage(target, container, stageId, graceMs).finally(() => {
+    const tenths = String(Math.max(1, Math.round(graceMs / 100)));
+    shortExec(stage, STOPPER, [tenths]).finally(() => {
       // The wrapper exits once its session is gone; if the client still hangs, drop it.
       const timer = setTimeout(() => {
         try {
@@ -115,13 +177,14 @@ export async function execStage(options: StageExecOptions): Promise<StageOutcome
       child.status.finally(() => clearTimeout(timer));
     });
   };
-  for (const signal of CANCEL_SIGNALS) Deno.addSignalListener(signal, onCancel);
-  const watchdog = watchForHungClient(target, container, stageId, child, log);
+  const stopListening = (options.cancelRequests ?? onCancelSignals)(onCancel);
+  const watchdog = watchForHungClient(stage, child, options.watchIntervalMs ?? WATCH_INTERVAL_MS);
   try {
     const status = await child.status;
+    logCall(stage, inner, started, ended(status));
     await feeding;
     if (status.success) return { exitCode: 0, cancelled };
-    const recorded = await readRecordedStatus(target, container, stageId);
+    const recorded = await readRecordedStatus(stage);
     if (recorded === undefined) {
       if (cancelled) return { exitCode: 128 + 15, cancelled };
       throw new SystemFailure(
@@ -136,7 +199,7 @@ export async function execStage(options: StageExecOptions): Promise<StageOutcome
     return { exitCode: recorded, cancelled };
   } finally {
     clearInterval(watchdog);
-    for (const signal of CANCEL_SIGNALS) Deno.removeSignalListener(signal, onCancel);
+    stopListening();
   }
 }
 
@@ -146,17 +209,15 @@ const WATCH_INTERVAL_MS = 10_000;
 /**
  * LXD can leave `lxc exec` waiting after the command inside has exited (seen
  * with many jobs at once), which would hold the job until its timeout. From
- * WATCH_INTERVAL_MS into a stage, the wrapper's exit record is checked at that
+ * one interval into a stage, the wrapper's exit record is checked at that
  * interval; once it exists and the client is still there one interval later,
  * the client is stopped and the recorded status used. Short stages never pay
  * for this.
  */
 function watchForHungClient(
-  target: LxdTarget,
-  container: string,
-  stageId: string,
-  child: Deno.ChildProcess,
-  log: Logger,
+  stage: Stage,
+  child: ClientProcess,
+  intervalMs: number,
 ): ReturnType<typeof setInterval> {
   let finishedSeen = false;
   let checking = false;
@@ -165,66 +226,83 @@ function watchForHungClient(
     checking = true;
     try {
       if (finishedSeen) {
-        log.warn(
-          `${target.cli} exec did not return after the script ended; no longer waiting for it`,
+        stage.log.warn(
+          `${stage.target.cli} exec did not return after the script ended; no longer waiting for it`,
         );
         child.kill("SIGKILL");
       } else {
-        const probe = await new Deno.Command(target.cli, {
-          args: execArgs(target, container, ["sh", "-c", STATUS_PROBE, "lxd-driver", stageId]),
-          stdin: "null",
-          stdout: "null",
-          stderr: "null",
-        }).output().catch(() => undefined);
-        finishedSeen = probe?.success === true;
+        finishedSeen = (await shortExec(stage, STATUS_PROBE))?.success === true;
       }
     } catch {
       /* the client exited meanwhile */
     } finally {
       checking = false;
     }
-  }, WATCH_INTERVAL_MS);
+  }, intervalMs);
 }
 
-/** `exec` of `argv` in the container, on the target's remote and project. */
-function execArgs(target: LxdTarget, container: string, argv: readonly string[]): string[] {
-  return [
-    ...globalArgs(target),
-    "exec",
-    "--force-noninteractive",
-    "--",
-    instanceRef(target, container),
-    ...argv,
-  ];
-}
-
-async function stopStage(
-  target: LxdTarget,
-  container: string,
-  stageId: string,
-  graceMs: number,
-): Promise<void> {
-  const tenths = String(Math.max(1, Math.round(graceMs / 100)));
-  await new Deno.Command(target.cli, {
-    args: execArgs(target, container, ["sh", "-c", STOPPER, "lxd-driver", stageId, tenths]),
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).output().catch(() => {});
-}
-
-async function readRecordedStatus(
-  target: LxdTarget,
-  container: string,
-  stageId: string,
-): Promise<number | undefined> {
-  const result = await new Deno.Command(target.cli, {
-    args: execArgs(target, container, ["sh", "-c", STATUS_READER, "lxd-driver", stageId]),
-    stdin: "null",
-    stdout: "piped",
-    stderr: "null",
-  }).output().catch(() => undefined);
+/** The stage's recorded exit status, removing the record; undefined when there is none. */
+async function readRecordedStatus(stage: Stage): Promise<number | undefined> {
+  const result = await shortExec(stage, STATUS_READER, [], "piped");
   if (!result?.success) return undefined;
   const text = new TextDecoder().decode(result.stdout).trim();
   return /^\d{1,3}$/.test(text) ? Number(text) : undefined;
+}
+
+/**
+ * Runs one of the short scripts about the stage's records
+ * (`sh -c SCRIPT lxd-driver STAGE_ID ARGS...`) without stdin; its stdout is
+ * only readable when `stdout` is "piped". Undefined when the client could not
+ * be started.
+ */
+async function shortExec(
+  stage: Stage,
+  script: string,
+  args: readonly string[] = [],
+  stdout: "piped" | "null" = "null",
+): Promise<ClientOutput | undefined> {
+  const inner = ["sh", "-c", script, "lxd-driver", stage.stageId, ...args];
+  const started = performance.now();
+  try {
+    const result = await stage.command(stage.target.cli, {
+      args: execArgs(stage.target, stage.container, inner),
+      stdin: "null",
+      stdout,
+      stderr: "null",
+    }).output();
+    logCall(stage, inner, started, ended(result));
+    return result;
+  } catch (error) {
+    logCall(stage, inner, started, `not started (${(error as Error).message})`);
+    return undefined;
+  }
+}
+
+/** `exec` of `argv` in the container, after the project flag. */
+function execSubcommand(target: LxdTarget, container: string, argv: readonly string[]): string[] {
+  return ["exec", "--force-noninteractive", "--", instanceRef(target, container), ...argv];
+}
+
+/** The whole argv of `exec` of `argv` in the container, on the target's remote and project. */
+function execArgs(target: LxdTarget, container: string, argv: readonly string[]): string[] {
+  return [...globalArgs(target), ...execSubcommand(target, container, argv)];
+}
+
+function ended(status: ClientStatus): string {
+  return `exit ${status.code}${status.signal ? ` (signal ${status.signal})` : ""}`;
+}
+
+/**
+ * The debug line of one `exec`, in lib/lxd.ts's form (`lxc ARGS: exit N in
+ * DURATION`). `inner` is `sh -c SCRIPT ...`; SCRIPT is shown as `<script>`,
+ * the rest are names, ids and flags the driver chose.
+ */
+function logCall(stage: Stage, inner: readonly string[], started: number, outcome: string): void {
+  if (!stage.log.debugEnabled) return;
+  const shown = [...inner.slice(0, 2), "<script>", ...inner.slice(3)];
+  stage.log.debug(
+    `${stage.target.cli} ${
+      execSubcommand(stage.target, stage.container, shown).join(" ")
+    }: ${outcome} in ${formatDuration(performance.now() - started)}`,
+  );
 }

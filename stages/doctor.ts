@@ -14,9 +14,9 @@
  */
 import type { Context } from "../lib/context.ts";
 import { DriverError } from "../lib/errors.ts";
-import { hostIdentity, isManaged, madeBy } from "../lib/labels.ts";
+import { hostIdentity } from "../lib/labels.ts";
 import { type Lxd, LxdError } from "../lib/lxd.ts";
-import { IMAGE, POOL } from "../lib/pool.ts";
+import { IMAGE, warmMembers } from "../lib/pool.ts";
 import { DEFAULT_SETTINGS_PATH, type Settings } from "../lib/settings.ts";
 
 export type Status = "OK" | "WARN" | "FAIL" | "SKIP";
@@ -169,9 +169,7 @@ async function poolCheck(settings: Settings, lxd: Lxd): Promise<CheckResult> {
   const size = settings.pool.size;
   if (size === 0) return { status: "OK", check: "pool", detail: "off ([pool] size = 0)" };
   const host = hostIdentity(settings.lxd.hostId);
-  const members = (await lxd.list()).filter((i) =>
-    isManaged(i.config) && madeBy(i.config, host) && i.config[POOL] === "warm"
-  );
+  const members = warmMembers(await lxd.list(), host);
   const running = members.filter((i) => i.status === "Running").length;
   const images = [...new Set(members.map((i) => (i.config[IMAGE] ?? "?").slice(0, 12)))].join(", ");
   const detail = `${running} of ${size} warm, ${members.length - running} starting` +

@@ -1,7 +1,8 @@
 /**
  * gc: deletes containers this runner host's driver launched longer ago than
- * a given age (e.g. after a runner crash left some behind), and warm pool
- * containers beyond `[pool] size` (a pool that was shrunk or turned off).
+ * a given age (e.g. after a runner crash left some behind), warm pool
+ * containers beyond `[pool] size` (a pool that was shrunk or turned off),
+ * and pool containers left `retiring` by a deletion that did not finish.
  * Containers without the driver's labels, or made by another runner host
  * sharing the same LXD, are never touched.
  */
@@ -9,39 +10,69 @@ import type { Context } from "../lib/context.ts";
 import { SystemFailure } from "../lib/errors.ts";
 import { createdAt, hostIdentity, isManaged, madeBy } from "../lib/labels.ts";
 import type { InstanceSummary, Lxd } from "../lib/lxd.ts";
-import { POOL } from "../lib/pool.ts";
+import { markRetiring, POOL, warmMembers } from "../lib/pool.ts";
+import { poolStateDir, withPoolLock } from "../lib/pool_lock.ts";
+
+interface Victim {
+  readonly name: string;
+  readonly why: string;
+}
 
 export async function gc(
   ctx: Context,
   lxd: Lxd,
   olderThanMs: number,
   now = new Date(),
+  stateDir = poolStateDir(),
 ): Promise<void> {
   const host = hostIdentity(ctx.settings.lxd.hostId);
-  const mine = (await lxd.list()).filter((i) => isManaged(i.config) && madeBy(i.config, host));
-  const old = mine.filter((i) => {
-    const created = createdAt(i.config);
-    return created !== undefined && now.getTime() - created.getTime() >= olderThanMs;
+  const size = ctx.settings.pool.size;
+  // Chosen under the pool lock, and warm ones relabelled before it is released,
+  // so that no prepare can claim a container gc is about to delete.
+  const victims = await withPoolLock(stateDir, async (pending) => {
+    const instances = await lxd.list();
+    const mine = instances.filter((i) => isManaged(i.config) && madeBy(i.config, host));
+    const isOld = (i: InstanceSummary) => {
+      const created = createdAt(i.config);
+      return created !== undefined && now.getTime() - created.getTime() >= olderThanMs;
+    };
+    const warm = warmMembers(instances, host);
+    const warmVictims = [...warm.filter(isOld), ...warm.filter((i) => !isOld(i)).slice(size)];
+    const retired = new Set(await markRetiring(lxd, warmVictims, ctx.log));
+    const chosen: Victim[] = [];
+    for (const instance of mine) {
+      const label = instance.config[POOL];
+      if (label === "retiring") {
+        chosen.push({ name: instance.name, why: "a pool container being retired" });
+      } else if (label === "warm") {
+        if (!retired.has(instance.name)) continue;
+        chosen.push({
+          name: instance.name,
+          why: isOld(instance)
+            ? `created ${createdAt(instance.config)!.toISOString()}`
+            : `beyond [pool] size ${size}`,
+        });
+      } else if (isOld(instance)) {
+        chosen.push({
+          name: instance.name,
+          why: `created ${createdAt(instance.config)!.toISOString()}`,
+        });
+      }
+    }
+    return { result: chosen, pending };
   });
-  const warm = mine.filter((i) => i.config[POOL] === "warm" && !old.includes(i))
-    .sort((a, b) => (createdAt(a.config)?.getTime() ?? 0) - (createdAt(b.config)?.getTime() ?? 0));
-  const beyondPool = warm.slice(ctx.settings.pool.size);
 
   let failures = 0;
-  const remove = async (instance: InstanceSummary, why: string) => {
+  for (const victim of victims) {
     try {
       // false: deleted meanwhile, e.g. by its job's cleanup.
-      if (await lxd.delete(instance.name)) await ctx.write(`deleted ${instance.name} (${why})\n`);
+      if (await lxd.delete(victim.name)) {
+        await ctx.write(`deleted ${victim.name} (${victim.why})\n`);
+      }
     } catch (error) {
       failures++;
-      ctx.log.error(`could not delete ${instance.name}: ${(error as Error).message}`);
+      ctx.log.error(`could not delete ${victim.name}: ${(error as Error).message}`);
     }
-  };
-  for (const instance of old) {
-    await remove(instance, `created ${createdAt(instance.config)!.toISOString()}`);
-  }
-  for (const instance of beyondPool) {
-    await remove(instance, `beyond [pool] size ${ctx.settings.pool.size}`);
   }
   if (failures > 0) throw new SystemFailure(`gc could not delete ${failures} container(s)`);
 }

@@ -10,8 +10,9 @@ import { BuildFailure, SystemFailure } from "../lib/errors.ts";
 import { chooseImage } from "../lib/image_policy.ts";
 import { ensureLocalImage } from "../lib/images.ts";
 import { type InstanceSpec, instanceSpec } from "../lib/instance_spec.ts";
-import { recordJobContainer } from "../lib/job_container.ts";
-import { claimWarm, POOL_LOCK_FILE } from "../lib/pool.ts";
+import { forgetJobContainer, recordJobContainer } from "../lib/job_container.ts";
+import { claimWarm } from "../lib/pool.ts";
+import { poolStateDir } from "../lib/pool_lock.ts";
 import { containerName, readJobIdentity } from "../lib/job.ts";
 import { readJobRequests } from "../lib/job_requests.ts";
 import { hostIdentity, labelsFor } from "../lib/labels.ts";
@@ -24,15 +25,15 @@ import {
 } from "../lib/prerequisites.ts";
 import { shellCommand } from "../lib/shell.ts";
 
+/** The readiness script's last line: without it, LXD lost some of the output. */
+const READY_MARK = "lxd-driver: ready";
+
 /**
  * Waits for the container's init: on systemd images until systemd reports
  * running or degraded (so networking and services are up), on others until a
  * command runs at all. Then creates the builds and cache directories and
  * reports which of the tools named after them the image has.
  */
-/** The readiness script's last line: without it, LXD lost some of the output. */
-const READY_MARK = "lxd-driver: ready";
-
 const READY_SCRIPT = `case "$(readlink -f /sbin/init 2>/dev/null)" in
 */systemd)
   while :; do
@@ -59,8 +60,8 @@ export async function prepare(ctx: Context, lxd: Lxd): Promise<void> {
   const jobChoseImage = requestedImage !== settings.image.default;
   const host = hostIdentity(settings.lxd.hostId);
   const usePool = settings.pool.size > 0 && !jobChoseImage;
-
-  if (!usePool && await lxd.delete(name)) log.warn(`deleted a leftover container named ${name}`);
+  // A record left by an earlier attempt of this job must not point later stages at its container.
+  await forgetJobContainer(env);
 
   const started = performance.now();
   const image = await ensureLocalImage(lxd, reference, log).catch((error: unknown) => {
@@ -105,14 +106,17 @@ export async function prepare(ctx: Context, lxd: Lxd): Promise<void> {
     )
     : undefined;
   if (claimed) {
+    // A container left under the job's own name by an earlier attempt is not needed now.
+    lxd.deleteDetached(name);
     name = claimed;
     log.info(`Took warm container ${name} from the pool`);
   } else {
     log.info(`Creating container ${name}`);
   }
   try {
+    if (claimed) await recordJobContainer(env, claimed);
     if (!claimed) {
-      await lxd.create(spec);
+      await createReplacingLeftover(ctx, lxd, spec);
       if (cacheSource) await chownToContainerRoot(cacheSource, await lxd.instanceConfig(name));
       await lxd.start(name);
     } else if (cacheSource) {
@@ -133,6 +137,7 @@ export async function prepare(ctx: Context, lxd: Lxd): Promise<void> {
     });
   } catch (error) {
     await deleteQuietly(ctx, lxd, name);
+    if (claimed) await forgetJobContainer(env).catch(() => {});
     throw error;
   }
   log.info(`Container ${name} is ready (${formatDuration(performance.now() - started)})`);
@@ -160,7 +165,7 @@ async function claimFromPool(
         size: ctx.settings.pool.size,
         host,
         log: ctx.log,
-        lockPath: POOL_LOCK_FILE,
+        stateDir: poolStateDir(),
       },
       spec.source.fingerprint,
       template,
@@ -171,8 +176,23 @@ async function claimFromPool(
     ctx.log.warn(`could not use the warm pool: ${(error as Error).message}`);
     return undefined;
   }
-  if (claimed) await recordJobContainer(ctx.env, claimed);
   return claimed;
+}
+
+/**
+ * Creates the container; when one of the same name is left from an earlier
+ * attempt of this job, deletes it and creates again. Trying first keeps the
+ * usual case to one call.
+ */
+async function createReplacingLeftover(ctx: Context, lxd: Lxd, spec: InstanceSpec): Promise<void> {
+  try {
+    await lxd.create(spec);
+  } catch (error) {
+    if (!(error instanceof LxdError && error.alreadyExists)) throw error;
+    await lxd.delete(spec.name);
+    ctx.log.warn(`deleted a leftover container named ${spec.name}`);
+    await lxd.create(spec);
+  }
 }
 
 function isImageNotFound(error: unknown): boolean {
@@ -216,22 +236,47 @@ async function waitUntilReady(
     ctx.settings.job.cacheDir,
     ...tools,
   ];
-  try {
-    // Under load LXD 5.0 can drop the end of a short command's output; the
-    // script is idempotent (and instant once the container is up), so ask again.
-    for (let attempt = 1;; attempt++) {
-      const output = await lxd.exec(name, argv, { timeoutMs: Math.max(1, deadline - Date.now()) });
-      if (output.includes(READY_MARK)) return parseProbe(output);
-      if (attempt === 3) throw new Error("its output was lost three times");
-      ctx.log.debug(`readiness output of ${name} was cut short; asking again`);
-    }
-  } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error);
-    throw new SystemFailure(
+  let lastProblem = "";
+  let lostOutput = 0;
+  const timedOut = () =>
+    new SystemFailure(
       `container ${name} did not become ready within ${formatDuration(readyTimeoutMs)} ` +
-        `([instance] ready_timeout): ${reason}`,
+        `([instance] ready_timeout)${lastProblem ? `: ${lastProblem}` : ""}`,
     );
+  while (true) {
+    const remaining = deadline - Date.now();
+    if (remaining <= 0) throw timedOut();
+    try {
+      const output = await lxd.exec(name, argv, { timeoutMs: remaining });
+      if (output.includes(READY_MARK)) return parseProbe(output);
+      // Under load LXD 5.0 can drop the end of a short command's output; the
+      // script is idempotent (and instant once the container is up), so ask again.
+      lastProblem = `its output was cut short ${++lostOutput} time(s)`;
+      ctx.log.debug(`readiness output of ${name} was cut short; asking again`);
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      if (Date.now() >= deadline) {
+        lastProblem = reason;
+        throw timedOut();
+      }
+      if (!(error instanceof LxdError) || !isTransientExecFailure(error)) {
+        throw new SystemFailure(`container ${name} could not be made ready: ${reason}`);
+      }
+      // Right after start LXD may refuse exec until the container's init is up.
+      lastProblem = reason;
+      ctx.log.debug(`${name} does not accept commands yet: ${reason}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
   }
+}
+
+/**
+ * An exec that LXD itself refused (its client's "Error: ..."), e.g. while the
+ * container is still starting, as opposed to the readiness script failing
+ * inside a container that runs.
+ */
+function isTransientExecFailure(error: LxdError): boolean {
+  return /^Error: /m.test(error.stderr) && !error.notFound && !error.unreachable;
 }
 
 async function deleteQuietly(ctx: Context, lxd: Lxd, name: string): Promise<void> {

@@ -7,12 +7,19 @@ import { BuildFailure } from "../lib/errors.ts";
 import { jobContainer } from "../lib/job_container.ts";
 import { targetOf } from "../lib/lxd_target.ts";
 import { shellCommand } from "../lib/shell.ts";
-import { execStage } from "../lib/stage_exec.ts";
+import { execStage, type StageIo } from "../lib/stage_exec.ts";
 
-export async function run(ctx: Context, scriptPath: string, stageName: string): Promise<void> {
+/** Runs the stage; `io` replaces the real LXD client and signals (for tests). */
+export async function run(
+  ctx: Context,
+  scriptPath: string,
+  stageName: string,
+  io: StageIo = {},
+): Promise<void> {
   const container = await jobContainer(ctx.env);
   ctx.log.debug(`stage ${stageName} in container ${container}`);
   const outcome = await execStage({
+    ...io,
     target: targetOf(ctx.settings.lxd),
     container,
     shell: shellCommand(ctx.settings.job.shell),

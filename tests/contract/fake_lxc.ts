@@ -1,12 +1,12 @@
 /**
- * Contract-test fixtures: a fake `lxc` registered on a dax CommandBuilder
- * that records every argv and answers from a script of canned results, and
- * a Context that collects every log line and everything written to stdout.
+ * Contract-test fixtures: a fake `lxc`, passed to the LXD client in place of
+ * real processes, that records every argv and answers from a script of
+ * canned results, and a Context that collects every log line and everything
+ * written to stdout.
  */
-import { CommandBuilder } from "dax";
 import type { Context } from "../../lib/context.ts";
 import { createLogger } from "../../lib/log.ts";
-import { Lxd } from "../../lib/lxd.ts";
+import { Lxd, type RunCli, TIMED_OUT_CODE } from "../../lib/lxd.ts";
 import { targetOf } from "../../lib/lxd_target.ts";
 import { parseSettings } from "../../lib/settings.ts";
 
@@ -30,43 +30,79 @@ export const LXD_DOWN: Reply = {
     'Error: Get "http://unix.socket/1.0": dial unix /x/unix.socket: connect: no such file or directory\n',
 };
 
-/** The fake `lxc`: replies to the n-th call with the n-th reply; calls beyond the script fail. */
+/**
+ * Answers some calls by what they are rather than by their place in the
+ * script (e.g. every readiness exec, however often it is retried); undefined
+ * leaves the call to the script.
+ */
+export type Responder = (argv: readonly string[]) => Reply | undefined;
+
+/**
+ * The fake `lxc`: replies to each call the responder does not answer with
+ * the script's next reply; calls beyond the script fail.
+ */
 export class FakeLxc {
   readonly calls: string[][] = [];
   readonly #script: readonly Reply[];
+  readonly #respond: Responder | undefined;
+  #next = 0;
 
-  constructor(script: readonly Reply[] = []) {
+  constructor(script: readonly Reply[] = [], respond?: Responder) {
     this.#script = script;
+    this.#respond = respond;
   }
 
   /** Calls made to the cli that was not configured (`incus` when `lxc` is, and vice versa). */
   readonly otherCliCalls: string[][] = [];
 
+  /** The argv of every command started detached (see `detached()`); none is run. */
+  readonly detachedCalls: string[][] = [];
+
   /**
-   * A builder on which `cli` (default `lxc`) runs this fake. The other cli
-   * name is registered too, so that no test can ever reach a real LXD.
+   * A `spawnDetached` for `new Lxd(...)` that records instead of starting a
+   * process, so that no test can start a real one either.
    */
-  builder(cli = "lxc"): CommandBuilder {
-    const other = cli === "incus" ? "lxc" : "incus";
-    return new CommandBuilder().registerCommand(other, (context) => {
-      this.otherCliCalls.push([...context.args]);
-      return context.error(127, `fake ${other}: not the configured cli`);
-    }).registerCommand(cli, async (context) => {
-      const index = this.calls.push([...context.args]) - 1;
-      const reply = this.#script[index] ??
-        { code: 99, stderr: `fake lxc: unexpected call #${index + 1}\n` };
-      if (reply.hang) {
-        await new Promise<void>((resolve) => {
-          if (context.signal.aborted) resolve();
-          else context.signal.addListener(() => resolve());
-        });
-        return { code: 130 };
-      }
-      if (reply.stdout) await context.stdout.writeText(reply.stdout);
-      if (reply.stderr) await context.stderr.writeText(reply.stderr);
-      return { code: reply.code ?? 0 };
-    });
+  detached(cli = "lxc"): (cli: string, argv: readonly string[]) => void {
+    return (used, argv) => (used === cli ? this.detachedCalls : this.otherCliCalls).push([...argv]);
   }
+
+  /**
+   * A RunCli for `new Lxd(...)` on which `cli` (default `lxc`) runs this
+   * fake. The other cli name fails, so that no test can ever reach a real LXD.
+   */
+  runner(cli = "lxc"): RunCli {
+    return (used, args, io) => {
+      const argv = [...args];
+      if (used !== cli) {
+        this.otherCliCalls.push(argv);
+        return Promise.resolve({
+          code: 127,
+          stdout: "",
+          stderr: `fake ${used}: not the configured cli\n`,
+        });
+      }
+      const count = this.calls.push(argv);
+      const reply = this.#respond?.(argv) ?? this.#script[this.#next++] ??
+        { code: 99, stderr: `fake lxc: unexpected call #${count}\n` };
+      return answer(reply, io.signal);
+    };
+  }
+}
+
+/** What a fake call gives for `reply`; a hanging one ends when `signal` aborts it. */
+export async function answer(reply: Reply, signal: AbortSignal | undefined): Promise<{
+  code: number;
+  stdout: string;
+  stderr: string;
+}> {
+  if (reply.hang) {
+    await new Promise<void>((resolve) => {
+      if (!signal || signal.aborted) resolve();
+      else signal.addEventListener("abort", () => resolve());
+    });
+    return { code: TIMED_OUT_CODE, stdout: "", stderr: "" };
+  }
+  return { code: reply.code ?? 0, stdout: reply.stdout ?? "", stderr: reply.stderr ?? "" };
 }
 
 export interface HarnessOptions {
@@ -75,6 +111,8 @@ export interface HarnessOptions {
   readonly settings?: string;
   readonly debug?: boolean;
   readonly script?: readonly Reply[];
+  /** Answers calls before the script does (see Responder). */
+  readonly respond?: Responder;
 }
 
 export interface Harness {
@@ -105,11 +143,12 @@ export function harness(options: HarnessOptions = {}): Harness {
       return Promise.resolve();
     },
   };
-  const lxc = new FakeLxc(options.script);
+  const lxc = new FakeLxc(options.script, options.respond);
   const lxd = new Lxd({
     target: targetOf(settings.lxd),
     log,
-    builder: lxc.builder(settings.lxd.cli),
+    runCli: lxc.runner(settings.lxd.cli),
+    spawnDetached: lxc.detached(settings.lxd.cli),
   });
   return { ctx, lxc, lxd, lines, written };
 }

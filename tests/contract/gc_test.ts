@@ -150,3 +150,61 @@ Deno.test("gc() never logs or prints a job variable's value, even with debug on"
   assert.ok(h.lines.some((line) => line.startsWith("[lxd-driver debug] ")));
   for (const line of [...h.lines, ...h.written]) assert.ok(!line.includes(SECRET), line);
 });
+
+function poolMember(name: string, pool: string, created: string): Record<string, unknown> {
+  const instance = managed(name, created);
+  return { ...instance, config: { ...instance.config as object, "user.lxd-driver.pool": pool } };
+}
+
+const PATCH_RETIRING = (name: string) => [
+  "query",
+  "--wait",
+  "--request",
+  "PATCH",
+  "--data",
+  JSON.stringify({ config: { "user.lxd-driver.pool": "retiring" } }),
+  "--",
+  `/1.0/instances/${name}`,
+];
+
+Deno.test("gc() retires warm containers beyond [pool] size before deleting them, sparing claimed ones", async () => {
+  const h = harness({
+    settings: "[pool]\nsize = 1\n",
+    script: [
+      listing([
+        poolMember("warm-old", "warm", ago(3 * 60_000)),
+        poolMember("warm-new", "warm", ago(60_000)),
+        poolMember("claimed", "claimed", ago(2 * 60_000)),
+        poolMember("stuck", "retiring", ago(60_000)),
+      ]),
+      OK,
+      OK,
+      OK,
+    ],
+  });
+  await gc(h.ctx, h.lxd, HOUR, NOW);
+  assert.deepEqual(h.lxc.calls, [
+    LIST,
+    // Relabelled under the pool lock: no prepare can claim it from here on.
+    PATCH_RETIRING("warm-new"),
+    ["delete", "--force", "--", "warm-new"],
+    ["delete", "--force", "--", "stuck"],
+  ]);
+  assert.deepEqual(h.written, [
+    "deleted warm-new (beyond [pool] size 1)\n",
+    "deleted stuck (a pool container being retired)\n",
+  ]);
+});
+
+Deno.test("gc() does not delete a warm container it could not retire", async () => {
+  const h = harness({
+    script: [
+      listing([poolMember("warm", "warm", ago(2 * HOUR))]),
+      { code: 1, stderr: "Error: Instance not found\n" },
+    ],
+  });
+  await gc(h.ctx, h.lxd, HOUR, NOW);
+  assert.deepEqual(h.lxc.calls, [LIST, PATCH_RETIRING("warm")]);
+  assert.deepEqual(h.written, []);
+  assert.match(h.lines.join("\n"), /could not retire pool container warm/);
+});

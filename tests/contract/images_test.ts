@@ -1,9 +1,8 @@
 /** Contract: what ensureLocalImage asks `lxc`, and what it makes of the answers. */
 import assert from "node:assert/strict";
-import { CommandBuilder } from "dax";
 import { ensureLocalImage, ImageError, parseImageInfo } from "../../lib/images.ts";
 import { createLogger, type Logger } from "../../lib/log.ts";
-import { Lxd, LxdError } from "../../lib/lxd.ts";
+import { Lxd, LxdError, type RunCli } from "../../lib/lxd.ts";
 
 const LOCAL = { cli: "lxc", remote: "", project: "", member: "" } as const;
 import { FakeLxc, LXD_DOWN, type Reply } from "./fake_lxc.ts";
@@ -62,7 +61,7 @@ function scripted(script: readonly Reply[]) {
   const lines: string[] = [];
   const lxc = new FakeLxc(script);
   const log = logger(lines);
-  const lxd = new Lxd({ target: LOCAL, log, builder: lxc.builder() });
+  const lxd = new Lxd({ target: LOCAL, log, runCli: lxc.runner() });
   return { lxd, lxc, log, lines };
 }
 
@@ -74,18 +73,16 @@ function routed(answer: (args: string[]) => Reply | Promise<Reply>) {
   const lines: string[] = [];
   const calls: string[][] = [];
   const log = logger(lines);
-  const builder = new CommandBuilder().registerCommand("lxc", async (context) => {
-    const args = [...context.args];
-    calls.push(args);
-    const reply = await answer(args);
-    if (reply.stdout) await context.stdout.writeText(reply.stdout);
-    if (reply.stderr) await context.stderr.writeText(reply.stderr);
-    return { code: reply.code ?? 0 };
-  }).registerCommand(
-    "incus",
-    (context) => context.error(127, "fake incus: not the configured cli"),
-  );
-  const lxd = new Lxd({ target: LOCAL, log, builder });
+  const runCli: RunCli = async (cli, args) => {
+    if (cli !== "lxc") {
+      return { code: 127, stdout: "", stderr: "fake incus: not the configured cli\n" };
+    }
+    calls.push([...args]);
+    const argv = [...args];
+    const reply = await answer(argv);
+    return { code: reply.code ?? 0, stdout: reply.stdout ?? "", stderr: reply.stderr ?? "" };
+  };
+  const lxd = new Lxd({ target: LOCAL, log, runCli });
   return { lxd, log, lines, calls };
 }
 
@@ -250,11 +247,34 @@ Deno.test("an unreachable image server is a failed lookup, not a missing image o
   assert.doesNotMatch(error.message, /LXD is not reachable/);
 });
 
-Deno.test("an unknown remote is a failed lookup that names it", async () => {
-  const { lxd, log } = scripted([{ code: 1, stderr: 'Error: The remote "foo" doesn\'t exist\n' }]);
-  const error = await imageErrorOf(ensureLocalImage(lxd, "foo:bar", log));
+Deno.test("an unknown remote is a missing image that names the image and the remote", async () => {
+  for (
+    const stderr of [
+      'Error: The remote "debian" doesn\'t exist\n',
+      'Error: The remote "debian" does not exist\n',
+    ]
+  ) {
+    const { lxd, lxc, log } = scripted([{ code: 1, stderr }]);
+    const error = await imageErrorOf(ensureLocalImage(lxd, "debian:11", log));
+    assert.equal(error.imageNotFound, true, stderr);
+    assert.match(error.stderr, PREPARE_NOT_FOUND, "prepare makes it the job's fault");
+    assert.ok(error.stderr.includes(stderr.trim().replace(/^Error: /, "")), "keeps LXD's words");
+    assert.equal(error.unreachable, false);
+    assert.match(
+      error.message,
+      /^image "debian:11" not found: this runner has no image remote "debian" \(The remote "debian" /,
+    );
+    assert.equal(error.message.split("\n").length, 1);
+    assert.deepEqual(lxc.calls, [["image", "info", "--", "debian:11"]]);
+  }
+});
+
+Deno.test("a remote named in another error is not taken for an unknown remote", async () => {
+  const stderr = 'Error: Failed remote image download: Get "https://h/1.0": EOF\n';
+  const { lxd, log } = scripted([{ code: 1, stderr }]);
+  const error = await imageErrorOf(ensureLocalImage(lxd, "mirror:debian/12", log));
   assert.equal(error.imageNotFound, false);
-  assert.match(error.message, /The remote "foo" doesn't exist/);
+  assert.doesNotMatch(error.stderr, PREPARE_NOT_FOUND);
 });
 
 Deno.test("a remote lookup that hangs times out with a message saying so", async () => {

@@ -10,7 +10,7 @@ function client(script: readonly Reply[], debug = false) {
   const lxd = new Lxd({
     target: { cli: "lxc", remote: "", project: "", member: "" },
     log: createLogger({ debug, sink: (line) => lines.push(line) }),
-    builder: lxc.builder(),
+    runCli: lxc.runner(),
   });
   return { lxd, lxc, lines };
 }

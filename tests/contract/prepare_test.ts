@@ -91,12 +91,12 @@ const PROBE_NO_RUNNER: Reply = { stdout: "has bash\nhas git\nlxd-driver: ready\n
 
 /** The calls of a prepare that goes well, from a local alias, without extras. */
 function happyCalls(shell = "bash"): string[][] {
-  return [DELETE, ...localLookup(), CREATE, START, ready(shell)];
+  return [...localLookup(), CREATE, START, ready(shell)];
 }
 
 /** The replies to happyCalls. */
 function happyReplies(probe: Reply = PROBE_ALL): Reply[] {
-  return [INSTANCE_NOT_FOUND, ...found(), OK, OK, probe];
+  return [...found(), OK, OK, probe];
 }
 
 const PUSH_RUNNER_TO = `${NAME}/usr/local/bin/gitlab-runner`;
@@ -163,8 +163,10 @@ async function run(h: Harness): Promise<Run> {
     const copy = [...argv];
     const data = copy.indexOf("--data");
     if (copy[0] === "query" && data >= 0) {
-      assert.equal(spec, undefined, "one creation request");
-      spec = JSON.parse(copy[data + 1]!) as InstanceSpec;
+      const body = JSON.parse(copy[data + 1]!) as InstanceSpec;
+      // A creation repeated after deleting a leftover must send the same request.
+      if (spec) assert.deepEqual(body, spec, "every creation request alike");
+      spec = body;
       copy[data + 1] = "<spec>";
     }
     const exec = copy.indexOf("exec");
@@ -193,6 +195,8 @@ async function run(h: Harness): Promise<Run> {
     assert.ok(time >= from && time <= to, `${created} not within the run`);
   }
   assert.deepEqual(h.lxc.otherCliCalls, []);
+  // Only a claim from the warm pool starts anything detached.
+  assert.deepEqual(h.lxc.detachedCalls, []);
   return { calls, spec, created, error };
 }
 
@@ -284,7 +288,6 @@ Deno.test("prepare() creates the container from the image's fingerprint, starts 
 Deno.test("prepare() resolves the default remote image before creating the container", async () => {
   await using h = await jobHarness({
     script: [
-      INSTANCE_NOT_FOUND,
       { stdout: `Fingerprint: ${FP}\nSize: 90.12MB\nProperties:\n    description: Debian 12\n` },
       IMAGE_JSON,
       OK,
@@ -295,7 +298,6 @@ Deno.test("prepare() resolves the default remote image before creating the conta
   const { calls, spec, created } = await succeeded(h);
 
   assert.deepEqual(calls, [
-    DELETE,
     ["image", "info", "--", "images:debian/12"],
     ["query", "--", `/1.0/images/${FP}`],
     CREATE,
@@ -326,7 +328,6 @@ builds_dir = "/srv/builds"
 cache_dir = "/srv/cache"
 `,
     script: [
-      INSTANCE_NOT_FOUND,
       ...found("lxd-driver-test/trixie"),
       OK,
       OK,
@@ -336,7 +337,6 @@ cache_dir = "/srv/cache"
   const { calls, spec, created } = await succeeded(h);
 
   assert.deepEqual(calls, [
-    DELETE,
     ...localLookup("lxd-driver-test/trixie"),
     CREATE,
     START,
@@ -497,7 +497,6 @@ Deno.test("prepare() sizes the root disk in the pool of the profiles' root disk"
   await using h = await jobHarness({
     settings: `${LOCAL_DEFAULT}[limits]\ndisk = "20GiB"\n`,
     script: [
-      INSTANCE_NOT_FOUND,
       ...found(),
       profile("default", { eth0: NIC, root: { type: "disk", path: "/", pool: "default" } }),
       OK,
@@ -507,7 +506,6 @@ Deno.test("prepare() sizes the root disk in the pool of the profiles' root disk"
   });
   const { calls, spec, created } = await succeeded(h);
   assert.deepEqual(calls, [
-    DELETE,
     ...localLookup(),
     ["query", "--wait", "--request", "GET", "--", "/1.0/profiles/default"],
     CREATE,
@@ -527,7 +525,6 @@ Deno.test("prepare() takes the root disk pool of the last profile that has one",
     settings: `${LOCAL_DEFAULT}[instance]\nprofiles = ["default", "ssd", "net"]\n` +
       `[limits]\ndisk = "10GB"\n`,
     script: [
-      INSTANCE_NOT_FOUND,
       ...found(),
       profile("default", { eth0: NIC, root: { type: "disk", path: "/", pool: "default" } }),
       profile("ssd", { disk: { type: "disk", path: "/", pool: "ssd" } }),
@@ -539,7 +536,6 @@ Deno.test("prepare() takes the root disk pool of the last profile that has one",
   });
   const { calls, spec, created } = await succeeded(h);
   assert.deepEqual(calls, [
-    DELETE,
     ...localLookup(),
     ["query", "--wait", "--request", "GET", "--", "/1.0/profiles/default"],
     ["query", "--wait", "--request", "GET", "--", "/1.0/profiles/ssd"],
@@ -560,7 +556,7 @@ Deno.test("prepare() takes the root disk pool of the last profile that has one",
 Deno.test("prepare() leaves the pool to LXD when no profile has a root disk", async () => {
   await using h = await jobHarness({
     settings: `${LOCAL_DEFAULT}[limits]\ndisk = "20GiB"\n`,
-    script: [INSTANCE_NOT_FOUND, ...found(), profile("default", { eth0: NIC }), OK, OK, PROBE_ALL],
+    script: [...found(), profile("default", { eth0: NIC }), OK, OK, PROBE_ALL],
   });
   const { spec, created } = await succeeded(h);
   assert.deepEqual(
@@ -594,12 +590,12 @@ Deno.test({
       await using h = await jobHarness({
         settings:
           `${LOCAL_DEFAULT}[cache]\nhost_dir = "${dir.path}/cache/"\nper_slot = ${perSlot}\n`,
-        script: [INSTANCE_NOT_FOUND, ...found(), OK, INSTANCE_JSON, OK, PROBE_ALL],
+        script: [...found(), OK, INSTANCE_JSON, OK, PROBE_ALL],
       });
       const { calls, spec, created } = await succeeded(h);
       const source = `${dir.path}/cache/${perSlot ? "7-slot-1" : "7"}`;
 
-      assert.deepEqual(calls, [DELETE, ...localLookup(), CREATE, INSTANCE_GET, START, ready()]);
+      assert.deepEqual(calls, [...localLookup(), CREATE, INSTANCE_GET, START, ready()]);
       assert.deepEqual(
         spec,
         expectedSpec(created, {
@@ -620,12 +616,12 @@ Deno.test("prepare() refuses a cache directory that is a symlink, before creatin
   await Deno.symlink("/etc", `${dir.path}/cache/7`);
   await using h = await jobHarness({
     settings: `${LOCAL_DEFAULT}[cache]\nhost_dir = "${dir.path}/cache"\n`,
-    script: [INSTANCE_NOT_FOUND, ...found(), OK, OK, OK, OK],
+    script: [...found(), OK, OK, OK, OK],
   });
   const { calls, error } = await failed(h, SystemFailure);
   assert.ok(!(error instanceof BuildFailure));
   assert.match(error.message, /is not a plain directory/);
-  assert.deepEqual(calls, [DELETE, ...localLookup()]);
+  assert.deepEqual(calls, [...localLookup()]);
 });
 
 Deno.test("prepare() deletes the container when the cache directory cannot be given to its root", async () => {
@@ -633,7 +629,6 @@ Deno.test("prepare() deletes the container when the cache directory cannot be gi
   await using h = await jobHarness({
     settings: `${LOCAL_DEFAULT}[cache]\nhost_dir = "${dir.path}/cache"\n`,
     script: [
-      INSTANCE_NOT_FOUND,
       ...found(),
       OK,
       { code: 1, stderr: "Error: Instance not found\n" },
@@ -642,7 +637,7 @@ Deno.test("prepare() deletes the container when the cache directory cannot be gi
   });
   const { calls, error } = await failed(h, LxdError);
   assert.match(error.message, /Instance not found/);
-  assert.deepEqual(calls, [DELETE, ...localLookup(), CREATE, INSTANCE_GET, DELETE]);
+  assert.deepEqual(calls, [...localLookup(), CREATE, INSTANCE_GET, DELETE]);
 });
 
 Deno.test("prepare() sends every call to the configured remote, project and cluster member", async () => {
@@ -654,7 +649,6 @@ Deno.test("prepare() sends every call to the configured remote, project and clus
   const { calls, spec, created } = await succeeded(h);
   const ref = `cluster:${NAME}`;
   assert.deepEqual(calls, [
-    ["--project", "ci", "delete", "--force", "--", ref],
     ["query", "--", "cluster:/1.0/images/aliases/lxd-driver-test%2Fbookworm?project=ci"],
     ["query", "--", `cluster:/1.0/images/${FP}?project=ci`],
     [
@@ -756,14 +750,14 @@ Deno.test("prepare() makes a missing job-chosen image a build failure", async ()
   await using h = await jobHarness({
     env: { CUSTOM_ENV_CI_JOB_IMAGE: "lxd-driver-test/missing" },
     settings: `[image]\ndefault = "${IMAGE}"\nallowed = ["lxd-driver-test/*"]\n`,
-    script: [INSTANCE_NOT_FOUND, ALIAS_NOT_FOUND, OK],
+    script: [ALIAS_NOT_FOUND, OK],
   });
   const { calls, error } = await failed(h, BuildFailure);
   assert.equal(
     error.message,
     `image "lxd-driver-test/missing" does not exist on this runner's LXD (lxd-driver-test/missing)`,
   );
-  assert.deepEqual(calls, [DELETE, localLookup("lxd-driver-test/missing")[0]]);
+  assert.deepEqual(calls, [localLookup("lxd-driver-test/missing")[0]]);
 });
 
 Deno.test("prepare() names the job's image and its mapping when the mapped image is missing", async () => {
@@ -776,14 +770,14 @@ allowed = ["debian:*"]
 [image.aliases]
 "debian:13" = "images:debian/13"
 `,
-    script: [INSTANCE_NOT_FOUND, IMAGE_NOT_FOUND, OK],
+    script: [IMAGE_NOT_FOUND, OK],
   });
   const { calls, error } = await failed(h, BuildFailure);
   assert.equal(
     error.message,
     `image "debian:13" does not exist on this runner's LXD (images:debian/13)`,
   );
-  assert.deepEqual(calls, [DELETE, ["image", "info", "--", "images:debian/13"]]);
+  assert.deepEqual(calls, [["image", "info", "--", "images:debian/13"]]);
 });
 
 Deno.test("prepare() makes a missing default image a system failure", async () => {
@@ -799,11 +793,11 @@ Deno.test("prepare() makes a missing default image a system failure", async () =
     ],
   ];
   for (const [settings, env, replies, lookup] of cases) {
-    await using h = await jobHarness({ settings, env, script: [INSTANCE_NOT_FOUND, ...replies] });
+    await using h = await jobHarness({ settings, env, script: [...replies] });
     const { calls, error } = await failed(h, SystemFailure);
     assert.ok(!(error instanceof BuildFailure), error.message);
     assert.match(error.message, /not found/i);
-    assert.deepEqual(calls, [DELETE, ...lookup]);
+    assert.deepEqual(calls, [...lookup]);
   }
 });
 
@@ -811,12 +805,12 @@ Deno.test("prepare() keeps an LXD outage during the image lookup a system failur
   await using h = await jobHarness({
     env: { CUSTOM_ENV_CI_JOB_IMAGE: "lxd-driver-test/trixie" },
     settings: `[image]\ndefault = "${IMAGE}"\nallowed = ["lxd-driver-test/*"]\n`,
-    script: [INSTANCE_NOT_FOUND, LXD_DOWN],
+    script: [LXD_DOWN],
   });
   const { calls, error } = await failed(h, LxdError);
   assert.ok(!(error instanceof BuildFailure));
   assert.equal(error.unreachable, true);
-  assert.deepEqual(calls, [DELETE, localLookup("lxd-driver-test/trixie")[0]]);
+  assert.deepEqual(calls, [localLookup("lxd-driver-test/trixie")[0]]);
 });
 
 // --- failures after creation delete the container -----------------------------------------
@@ -825,7 +819,6 @@ Deno.test("prepare() deletes the container and reports the error when creation f
   await using h = await jobHarness({
     settings: LOCAL_DEFAULT,
     script: [
-      INSTANCE_NOT_FOUND,
       ...found(),
       { code: 1, stderr: "Error: Failed creating instance record: No space left on device\n" },
       INSTANCE_NOT_FOUND,
@@ -834,18 +827,18 @@ Deno.test("prepare() deletes the container and reports the error when creation f
   const { calls, error } = await failed(h, LxdError);
   assert.ok(error instanceof SystemFailure);
   assert.match(error.message, /No space left on device/);
-  assert.deepEqual(calls, [DELETE, ...localLookup(), CREATE, DELETE]);
+  assert.deepEqual(calls, [...localLookup(), CREATE, DELETE]);
   assert.ok(!h.lines.some((line) => line.startsWith("WARNING")), h.lines.join("\n"));
 });
 
 Deno.test("prepare() reports the creation error even when the delete after it fails", async () => {
   await using h = await jobHarness({
     settings: LOCAL_DEFAULT,
-    script: [INSTANCE_NOT_FOUND, ...found(), { code: 1, stderr: "Error: boom\n" }, LXD_DOWN],
+    script: [...found(), { code: 1, stderr: "Error: boom\n" }, LXD_DOWN],
   });
   const { calls, error } = await failed(h, LxdError);
   assert.match(error.message, /boom/);
-  assert.deepEqual(calls, [DELETE, ...localLookup(), CREATE, DELETE]);
+  assert.deepEqual(calls, [...localLookup(), CREATE, DELETE]);
   assert.ok(
     h.lines.some((line) => line.startsWith(`WARNING: could not delete container ${NAME}: `)),
     h.lines.join("\n"),
@@ -856,7 +849,6 @@ Deno.test("prepare() deletes the container when it does not start", async () => 
   await using h = await jobHarness({
     settings: LOCAL_DEFAULT,
     script: [
-      INSTANCE_NOT_FOUND,
       ...found(),
       OK,
       { code: 1, stderr: "Error: Failed to run: forkstart\n" },
@@ -865,34 +857,100 @@ Deno.test("prepare() deletes the container when it does not start", async () => 
   });
   const { calls, error } = await failed(h, LxdError);
   assert.match(error.message, /forkstart/);
-  assert.deepEqual(calls, [DELETE, ...localLookup(), CREATE, START, DELETE]);
+  assert.deepEqual(calls, [...localLookup(), CREATE, START, DELETE]);
 });
 
-Deno.test("prepare() deletes the container when it does not become ready", async () => {
+Deno.test("prepare() fails at once and deletes the container when the readiness script fails", async () => {
   await using h = await jobHarness({
     settings: LOCAL_DEFAULT,
     script: [
-      INSTANCE_NOT_FOUND,
       ...found(),
       OK,
       OK,
-      { code: 1, stderr: "Error: Instance is not running\n" },
+      { code: 1, stderr: "mkdir: cannot create directory '/builds': Read-only file system\n" },
       OK,
     ],
   });
   const { calls, error } = await failed(h, SystemFailure);
   assert.ok(!(error instanceof LxdError));
   assert.ok(!(error instanceof BuildFailure));
-  assert.ok(error.message.includes(NAME), error.message);
-  assert.ok(error.message.includes("([instance] ready_timeout)"), error.message);
-  assert.match(error.message, /Instance is not running/);
+  assert.match(
+    error.message,
+    new RegExp(`^container ${NAME} could not be made ready: .*Read-only file system$`),
+  );
   assert.deepEqual(calls, [...happyCalls(), DELETE]);
+});
+
+Deno.test("prepare() does not retry readiness when the container is gone or LXD is down", async () => {
+  for (
+    const [reply, pattern] of [[INSTANCE_NOT_FOUND, /Instance not found/], [
+      LXD_DOWN,
+      /unix\.socket/,
+    ]] as const
+  ) {
+    await using h = await jobHarness({
+      settings: LOCAL_DEFAULT,
+      script: [...happyReplies(reply), OK],
+    });
+    const { calls, error } = await failed(h, SystemFailure);
+    assert.match(error.message, new RegExp(`^container ${NAME} could not be made ready: `));
+    assert.match(error.message, pattern);
+    assert.deepEqual(calls, [...happyCalls(), DELETE]);
+  }
+});
+
+/** LXD refusing an exec while the container is still starting. */
+const NOT_RUNNING: Reply = { code: 1, stderr: "Error: Instance is not running\n" };
+const NO_PID: Reply = {
+  code: 1,
+  stderr: "Error: Failed to retrieve PID of executing child process\n",
+};
+
+Deno.test("prepare() retries readiness every 100ms while LXD refuses the exec", async () => {
+  await using h = await jobHarness({
+    settings: LOCAL_DEFAULT,
+    script: [...found(), OK, OK, NOT_RUNNING, NO_PID, PROBE_ALL],
+  });
+  const started = performance.now();
+  const { calls } = await succeeded(h);
+  assert.ok(performance.now() - started >= 190, "two pauses of 100ms");
+  assert.deepEqual(calls, [...localLookup(), CREATE, START, ready(), ready(), ready()]);
+  assert.equal(h.lines.length, 3, h.lines.join("\n"));
+  assertReadyLine(h.lines[2]);
+});
+
+Deno.test("prepare() gives up a refused readiness exec at ready_timeout, naming the last refusal", async () => {
+  let execs = 0;
+  await using h = await jobHarness({
+    settings: `${LOCAL_DEFAULT}[instance]\nready_timeout = "300ms"\n`,
+    script: [...found(), OK, OK, OK],
+    respond: (argv) => argv[0] === "exec" ? (++execs === 1 ? NOT_RUNNING : NO_PID) : undefined,
+  });
+  const started = performance.now();
+  const { calls, error } = await failed(h, SystemFailure);
+  assert.ok(performance.now() - started < 5_000);
+  assert.ok(execs >= 2, `${execs} execs`);
+  assert.ok(!(error instanceof LxdError));
+  assert.match(
+    error.message,
+    new RegExp(
+      `^container ${NAME} did not become ready within 300ms \\(\\[instance\\] ready_timeout\\): ` +
+        `.* failed: Failed to retrieve PID of executing child process$`,
+    ),
+  );
+  assert.deepEqual(calls, [
+    ...localLookup(),
+    CREATE,
+    START,
+    ...Array.from({ length: execs }, () => ready()),
+    DELETE,
+  ]);
 });
 
 Deno.test("prepare() gives up on readiness after ready_timeout and deletes the container", async () => {
   await using h = await jobHarness({
     settings: `${LOCAL_DEFAULT}[instance]\nready_timeout = "200ms"\n`,
-    script: [INSTANCE_NOT_FOUND, ...found(), OK, OK, { hang: true }, OK],
+    script: [...found(), OK, OK, { hang: true }, OK],
   });
   const started = performance.now();
   const { calls, error } = await failed(h, SystemFailure);
@@ -1080,15 +1138,62 @@ Deno.test("prepare() deletes the container when adding the CA bundle fails", asy
 
 // --- leftovers, the cli, and what never happens ---------------------------------------------
 
-Deno.test("prepare() warns when it deletes a leftover container", async () => {
+/** The creation of an instance whose name is taken, in LXD's and in Incus's words. */
+const ALREADY_EXISTS: readonly (readonly [string, Reply])[] = [
+  ["lxc", {
+    code: 1,
+    stderr: "Error: Failed creating instance record: Add instance info to the database: " +
+      'This "instances" entry already exists\n',
+  }],
+  ["incus", {
+    code: 1,
+    stderr: "Error: Failed creating instance record: Failed initialising instance: " +
+      "Failed adding instance record: UNIQUE constraint failed: instances.project_id, instances.name\n",
+  }],
+];
+
+Deno.test("prepare() deletes a leftover container of the job's name and creates it again, warning", async () => {
+  for (const [cli, exists] of ALREADY_EXISTS) {
+    await using h = await jobHarness({
+      settings: `${LOCAL_DEFAULT}[lxd]\ncli = "${cli}"\n`,
+      script: [...found(), exists, OK, OK, OK, PROBE_ALL],
+    });
+    const { calls, spec, created } = await succeeded(h);
+    assert.deepEqual(calls, [...localLookup(), CREATE, DELETE, CREATE, START, ready()], cli);
+    assert.deepEqual(spec, expectedSpec(created));
+    assert.equal(h.lines.length, 4, h.lines.join("\n"));
+    assert.deepEqual(h.lines.slice(0, 3), [
+      USING_IMAGE,
+      `Creating container ${NAME}`,
+      `WARNING: deleted a leftover container named ${NAME}`,
+    ]);
+    assertReadyLine(h.lines[3]);
+  }
+});
+
+Deno.test("prepare() deletes the container when creating it again after the leftover fails", async () => {
+  const [, exists] = ALREADY_EXISTS[0]!;
   await using h = await jobHarness({
     settings: LOCAL_DEFAULT,
-    script: [OK, ...found(), OK, OK, PROBE_ALL],
+    script: [...found(), exists, OK, { code: 1, stderr: "Error: boom\n" }, OK],
+  });
+  const { calls, error } = await failed(h, LxdError);
+  assert.match(error.message, /boom/);
+  assert.deepEqual(calls, [...localLookup(), CREATE, DELETE, CREATE, DELETE]);
+});
+
+Deno.test("prepare() forgets the container an earlier attempt of the job recorded", async () => {
+  await using dir = await tempDir();
+  const record = `${dir.path}/lxd-driver-container`;
+  await Deno.writeTextFile(record, "lxd-driver-pool-earlier\n");
+  await using h = await jobHarness({
+    env: { TMPDIR: dir.path },
+    settings: LOCAL_DEFAULT,
+    script: happyReplies(),
   });
   const { calls } = await succeeded(h);
   assert.deepEqual(calls, happyCalls());
-  assert.equal(h.lines[0], `WARNING: deleted a leftover container named ${NAME}`);
-  assert.equal(h.lines.filter((line) => line.includes("leftover")).length, 1);
+  await assert.rejects(Deno.lstat(record), Deno.errors.NotFound);
 });
 
 Deno.test("prepare() runs the configured cli", async () => {
@@ -1105,7 +1210,7 @@ Deno.test("prepare() fails without creating anything when LXD is unreachable", a
   const { calls, error } = await failed(h, LxdError);
   assert.equal(error.unreachable, true);
   assert.match(error.message, /LXD is not reachable/);
-  assert.deepEqual(calls, [DELETE]);
+  assert.deepEqual(calls, [localLookup()[0]]);
 });
 
 Deno.test("prepare() fails without any lxc call when JOB_RESPONSE_FILE is unset", async () => {
@@ -1124,9 +1229,10 @@ Deno.test("prepare() never logs a job variable's value, even with debug on", asy
   const limits = `[limits]\nmax_cpu = 4\nmax_memory = "4GiB"\n`;
   const cases: [Record<string, string>, string, Reply[]][] = [
     [{}, LOCAL_DEFAULT + limits, happyReplies()],
-    [{}, LOCAL_DEFAULT + limits, [OK, ...found(), OK, OK, PROBE_NO_RUNNER]],
-    [{}, LOCAL_DEFAULT + limits, [INSTANCE_NOT_FOUND, ...found(), { code: 1 }, LXD_DOWN]],
-    [{}, LOCAL_DEFAULT + limits, [...happyReplies({ code: 1, stderr: "Error: nope\n" }), LXD_DOWN]],
+    [{}, LOCAL_DEFAULT + limits, [...found(), OK, OK, PROBE_NO_RUNNER]],
+    [{}, LOCAL_DEFAULT + limits, [...found(), { code: 1 }, LXD_DOWN]],
+    [{}, LOCAL_DEFAULT + limits, [...happyReplies({ code: 1, stderr: "sh: nope\n" }), LXD_DOWN]],
+    [{}, LOCAL_DEFAULT + limits, [...found(), ALREADY_EXISTS[0]![1], OK, OK, OK, PROBE_ALL]],
     [{}, LOCAL_DEFAULT + limits, [
       ...happyReplies({ stdout: "has bash\nlxd-driver: ready\n" }),
       OK,
@@ -1156,25 +1262,32 @@ Deno.test("prepare() never logs a job variable's value, even with debug on", asy
   }
 });
 
-Deno.test("prepare() asks again when LXD cut the readiness output short, then gives up", async () => {
-  await using payload = await payloadFile();
-  const cut: Reply = { stdout: "has bash\n" };
-  const retried = harness({
-    env: jobEnv(payload),
-    settings: LOCAL_DEFAULT,
-    script: [...happyReplies(cut), PROBE_ALL],
-  });
-  await succeeded(retried);
-  const execs = retried.lxc.calls.filter((argv) => argv[0] === "exec");
-  assert.equal(execs.length, 2);
-  assert.deepEqual(execs[0], execs[1]);
+/** Readiness output that LXD cut short: no `lxd-driver: ready` line. */
+const CUT: Reply = { stdout: "has bash\n" };
 
-  const lost = harness({
-    env: jobEnv(payload),
+Deno.test("prepare() asks again when LXD cut the readiness output short", async () => {
+  await using h = await jobHarness({
     settings: LOCAL_DEFAULT,
-    script: [...happyReplies(cut), cut, cut, OK],
+    script: [...happyReplies(CUT), CUT, PROBE_ALL],
   });
-  const { error } = await failed(lost, SystemFailure);
-  assert.match((error as Error).message, /output was lost three times/);
-  assert.deepEqual(lost.lxc.calls.at(-1)?.slice(0, 2), ["delete", "--force"]);
+  const { calls } = await succeeded(h);
+  assert.deepEqual(calls, [...happyCalls(), ready(), ready()]);
+  assertReadyLine(h.lines.at(-1));
+});
+
+Deno.test("prepare() gives up on readiness output cut short at ready_timeout, saying how often", async () => {
+  let execs = 0;
+  await using h = await jobHarness({
+    settings: `${LOCAL_DEFAULT}[instance]\nready_timeout = "300ms"\n`,
+    script: [...found(), OK, OK, OK],
+    respond: (argv) => argv[0] === "exec" ? (execs++, CUT) : undefined,
+  });
+  const { calls, error } = await failed(h, SystemFailure);
+  assert.ok(execs >= 2, `${execs} execs`);
+  assert.equal(
+    error.message,
+    `container ${NAME} did not become ready within 300ms ([instance] ready_timeout): ` +
+      `its output was cut short ${execs} time(s)`,
+  );
+  assert.deepEqual(calls.at(-1), DELETE);
 });

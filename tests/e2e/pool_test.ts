@@ -1,6 +1,7 @@
 /** End-to-end: the warm pool and runner-host identities, against real LXD. */
 import assert from "node:assert/strict";
 import { Job, runnerScript } from "../runner.ts";
+import { poolStateDir } from "../../lib/pool_lock.ts";
 import { BUSYBOX, exists, lxc, lxdAvailable, settingsFile, uniqueJobId, waitFor } from "../lxd.ts";
 
 const ignore = !(await lxdAvailable());
@@ -118,6 +119,11 @@ Deno.test({
           r.stderr.match(/Creating container (\S+)/)?.[1];
       });
       assert.equal(new Set(names).size, 3, names.join(", "));
+      // The three refills were counted together: the pool comes back to three, not more.
+      await waitFor("three warm containers again", warmCount(host, 3));
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+      const members = await poolMembers(host);
+      assert.equal(members.length, 3, JSON.stringify(members));
       for (const job of jobs) {
         await job.cleanup();
         await job.remove();
@@ -217,10 +223,10 @@ Deno.test({
   ignore,
   async fn() {
     const host = `pool-d-${crypto.randomUUID().slice(0, 6)}`;
-    const lock = "/tmp/lxd-driver-pool.lock";
-    const saved = await Deno.readFile(lock).catch(() => undefined);
-    await Deno.remove(lock).catch(() => {});
-    await Deno.mkdir(lock); // a directory cannot be opened as the lock file
+    // A state directory others could write to is refused (its lock could be held by anyone).
+    const dir = poolStateDir();
+    await Deno.mkdir(dir, { mode: 0o700 }).catch(() => {});
+    await Deno.chmod(dir, 0o777);
     try {
       const job = await Job.create({
         jobId: uniqueJobId(),
@@ -230,14 +236,13 @@ Deno.test({
       assert.equal(prepare.code, 0, prepare.stderr);
       assert.match(
         prepare.stderr,
-        /WARNING: could not use the warm pool: cannot open the pool's lock file/,
+        /WARNING: could not use the warm pool: \S+ is not a directory private to this user/,
       );
       assert.match(prepare.stderr, /Creating container runner-/);
       await job.cleanup();
       await job.remove();
     } finally {
-      await Deno.remove(lock, { recursive: true });
-      if (saved) await Deno.writeFile(lock, saved, { mode: 0o600 });
+      await Deno.chmod(dir, 0o700);
       await removeHost(host);
     }
   },

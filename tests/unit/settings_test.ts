@@ -109,7 +109,7 @@ cache_dir = "/srv/cache"
 
 [lxd]
 cli = "incus"
-remote = "cluster"
+remote = "local"
 project = "ci"
 target = "node-2"
 host_id = "runner-host-2"
@@ -152,7 +152,7 @@ debug = true
     job: { shell: "sh", buildsDir: "/srv/builds", cacheDir: "/srv/cache" },
     lxd: {
       cli: "incus",
-      remote: "cluster",
+      remote: "local",
       project: "ci",
       target: "node-2",
       hostId: "runner-host-2",
@@ -553,4 +553,14 @@ Deno.test("parseSettings() rejects [lxd] remote, project and target names that c
       );
     }
   }
+});
+
+Deno.test("parseSettings() refuses [cache] host_dir with an [lxd] remote, naming both", () => {
+  assert.throws(
+    () =>
+      parseSettings(`[cache]\nhost_dir = "/var/cache/ci"\n\n[lxd]\nremote = "cluster"\n`, "x.toml"),
+    (error: unknown) =>
+      error instanceof SystemFailure &&
+      /x\.toml:2: \[cache\] host_dir cannot be used with \[lxd\] remote/.test(error.message),
+  );
 });

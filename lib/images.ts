@@ -103,36 +103,34 @@ interface ApiImage {
   properties?: Record<string, string> | null;
 }
 
-/** An alias of the local store, else a fingerprint or unique prefix of one (as `lxc launch` resolves). */
-async function findLocalImage(lxd: Lxd, reference: string, retry = true): Promise<LocalImage> {
-  let aliasError: LxdError;
+/**
+ * An alias of the local store, else a fingerprint or unique prefix of one,
+ * resolved as `lxc launch` resolves it. One `lxc image info` call answers
+ * both the fingerprint and the description: prepare's start time counts.
+ */
+async function findLocalImage(lxd: Lxd, reference: string): Promise<LocalImage> {
+  let out: string;
   try {
-    const out = await lxd.run([
-      "query",
-      "--",
-      lxd.api(`/1.0/images/aliases/${encodeURIComponent(reference)}`),
-    ]);
-    const alias = JSON.parse(out) as { target?: string };
-    if (!alias.target) throw new Error(`alias ${reference} has no target: ${out}`);
-    const image = await localImageByFingerprint(lxd, alias.target);
-    if (image) return image;
-    // The alias was retargeted or deleted between the two calls: resolve it once more.
-    if (retry) return await findLocalImage(lxd, reference, false);
-    throw new LxdError(["query"], 1, `Error: Image not found: alias target ${alias.target}\n`);
+    out = await lxd.run(["image", "info", "--", lxd.ref(reference)]);
   } catch (error) {
     if (!(error instanceof LxdError) || !isNotFound(error.stderr)) throw error;
-    aliasError = error;
+    throw notFound(
+      error,
+      reference,
+      `image ${JSON.stringify(reference)} not found: no alias or fingerprint of that name ` +
+        "in the local image store",
+    );
   }
-  if (/^[0-9a-f]{1,64}$/.test(reference)) {
-    const image = await localImageByFingerprint(lxd, reference);
-    if (image) return image;
+  const image = parseImageInfo(out);
+  if (!image) {
+    throw new ImageError(
+      ["image", "info"],
+      1,
+      "",
+      `image ${JSON.stringify(reference)}: no fingerprint in ${lxd.target.cli}'s answer`,
+    );
   }
-  throw notFound(
-    aliasError,
-    reference,
-    `image ${JSON.stringify(reference)} not found: no alias or fingerprint of that name ` +
-      "in the local image store",
-  );
+  return { fingerprint: image.fingerprint, description: image.description };
 }
 
 /** The local image with this fingerprint (or unique prefix), undefined when there is none. */

@@ -1,9 +1,9 @@
 /**
- * Which container belongs to the running job. Normally the name derived from
- * the job's identity; when prepare took a warm container from the pool, the
- * pool container's name, recorded in the runner's per-job temp dir
- * (`$TMPDIR`, the same directory for every stage of a job and out of the
- * job's reach).
+ * Which container belongs to the running job: the name prepare recorded in
+ * the runner's per-job temp dir (`$TMPDIR`, the same directory for every
+ * stage of a job and out of the job's reach), which is a pool container's
+ * name when prepare took one; without a record, the name derived from the
+ * job's identity.
  */
 import type { Env } from "./context.ts";
 import { containerName, readJobIdentity } from "./job.ts";
@@ -30,7 +30,7 @@ export async function jobContainer(env: Env): Promise<string> {
   return containerName(await readJobIdentity(env));
 }
 
-/** Records that the job runs in `name` (a pool container). */
+/** Records that the job runs in `name`. */
 export async function recordJobContainer(env: Env, name: string): Promise<void> {
   const path = recordPath(env);
   if (path) await Deno.writeTextFile(path, name + "\n", { mode: 0o600 });

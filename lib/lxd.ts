@@ -120,7 +120,6 @@ export const runCliProcess: RunCli = async (cli, argv, io) => {
       stdin: io.stdin === undefined ? "null" : "piped",
       stdout: "piped",
       stderr: "piped",
-      ...(io.signal ? { signal: io.signal } : {}),
     }).spawn();
   } catch (error) {
     // As a shell reports it: 127 for a missing command, 126 for one that cannot be run.
@@ -131,13 +130,20 @@ export const runCliProcess: RunCli = async (cli, argv, io) => {
       stderr: `${cli}: ${missing ? "command not found" : (error as Error).message}\n`,
     };
   }
+  // KILL, not TERM: `lxc exec` passes TERM on to the command inside and keeps waiting.
+  const stop = () => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* it has exited already */ }
+  };
+  io.signal?.addEventListener("abort", stop, { once: true });
   if (io.stdin !== undefined) {
     const writer = child.stdin.getWriter();
     // A command that exits without reading all its input is not an error of the write.
     await writer.write(new TextEncoder().encode(io.stdin)).catch(() => {});
     await writer.close().catch(() => {});
   }
-  const output = await child.output();
+  const output = await child.output().finally(() => io.signal?.removeEventListener("abort", stop));
   return {
     code: io.signal?.aborted ? TIMED_OUT_CODE : output.code,
     stdout: decoder.decode(output.stdout),

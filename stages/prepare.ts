@@ -114,7 +114,8 @@ export async function prepare(ctx: Context, lxd: Lxd): Promise<void> {
     log.info(`Creating container ${name}`);
   }
   try {
-    if (claimed) await recordJobContainer(env, claimed);
+    // Later stages read the name from here rather than parsing the job payload again.
+    await recordJobContainer(env, name);
     if (!claimed) {
       await createReplacingLeftover(ctx, lxd, spec);
       if (cacheSource) await chownToContainerRoot(cacheSource, await lxd.instanceConfig(name));
@@ -137,7 +138,7 @@ export async function prepare(ctx: Context, lxd: Lxd): Promise<void> {
     });
   } catch (error) {
     await deleteQuietly(ctx, lxd, name);
-    if (claimed) await forgetJobContainer(env).catch(() => {});
+    await forgetJobContainer(env).catch(() => {});
     throw error;
   }
   log.info(`Container ${name} is ready (${formatDuration(performance.now() - started)})`);

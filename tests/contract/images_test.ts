@@ -12,7 +12,6 @@ const FP2 = "5686b3a43e176d685556a68a10d20e28019254e388d7faac10d7280901905f78";
 /** What prepare.ts takes for "the job named an image that does not exist". */
 const PREPARE_NOT_FOUND = /image not found|requested image couldn.t be found/i;
 
-const ALIAS_NOT_FOUND: Reply = { code: 1, stderr: "Error: Image alias not found\n" };
 const IMAGE_NOT_FOUND: Reply = { code: 1, stderr: "Error: Image not found\n" };
 
 function imageJson(fingerprint: string, description: string): Reply {
@@ -121,68 +120,52 @@ function key(args: string[]): string {
 
 // --- local store ---------------------------------------------------------------
 
-Deno.test("a local alias resolves to its target fingerprint and description", async () => {
-  const { lxd, lxc, log, lines } = scripted([
-    { stdout: JSON.stringify({ name: "lxd-driver-test/busybox", target: FP }) },
-    imageJson(FP, "BusyBox test image"),
-  ]);
+Deno.test("a local alias resolves to its fingerprint and description in one call", async () => {
+  const { lxd, lxc, log, lines } = scripted([imageInfo(FP, "BusyBox test image")]);
   const image = await ensureLocalImage(lxd, "lxd-driver-test/busybox", log);
   assert.deepEqual(image, { fingerprint: FP, description: "BusyBox test image" });
-  assert.deepEqual(lxc.calls, [
-    ["query", "--", "/1.0/images/aliases/lxd-driver-test%2Fbusybox"],
-    ["query", "--", `/1.0/images/${FP}`],
-  ]);
+  assert.deepEqual(lxc.calls, [["image", "info", "--", "lxd-driver-test/busybox"]]);
   assert.deepEqual(lines, [], "nothing to tell the job log");
 });
 
-Deno.test("an alias name is URL-encoded, so no character of it changes the API path", async () => {
-  const { lxd, lxc, log } = scripted([ALIAS_NOT_FOUND]);
-  await imageErrorOf(ensureLocalImage(lxd, "a+b@c/d.e_f", log));
-  assert.deepEqual(lxc.calls, [["query", "--", "/1.0/images/aliases/a%2Bb%40c%2Fd.e_f"]]);
+Deno.test("a local name is passed after --, so no character of it becomes a flag", async () => {
+  const { lxd, lxc, log } = scripted([IMAGE_NOT_FOUND]);
+  await imageErrorOf(ensureLocalImage(lxd, "--project=other", log));
+  assert.deepEqual(lxc.calls, [["image", "info", "--", "--project=other"]]);
 });
 
-Deno.test("a fingerprint prefix that is no alias resolves to the full fingerprint", async () => {
-  const { lxd, lxc, log } = scripted([ALIAS_NOT_FOUND, imageJson(FP, "BusyBox")]);
+Deno.test("a fingerprint prefix resolves to the full fingerprint", async () => {
+  const { lxd, lxc, log } = scripted([imageInfo(FP, "BusyBox")]);
   const image = await ensureLocalImage(lxd, "3a571b", log);
   assert.equal(image.fingerprint, FP);
-  assert.deepEqual(lxc.calls[1], ["query", "--", "/1.0/images/3a571b"]);
+  assert.deepEqual(lxc.calls, [["image", "info", "--", "3a571b"]]);
 });
 
 Deno.test("an image without a description gets an empty one", async () => {
-  const { lxd, log } = scripted([
-    ALIAS_NOT_FOUND,
-    { stdout: JSON.stringify({ fingerprint: FP, properties: null }) },
-  ]);
+  const { lxd, log } = scripted([{ stdout: `Fingerprint: ${FP}\nSize: 1.00MB\nProperties:\n` }]);
   assert.deepEqual(await ensureLocalImage(lxd, FP, log), { fingerprint: FP, description: "" });
 });
 
-Deno.test("an alias retargeted between the two calls is resolved once more", async () => {
-  const { lxd, lxc, log } = scripted([
-    { stdout: JSON.stringify({ target: FP }) },
-    IMAGE_NOT_FOUND,
-    { stdout: JSON.stringify({ target: FP2 }) },
-    imageJson(FP2, "new"),
-  ]);
-  assert.equal((await ensureLocalImage(lxd, "moving", log)).fingerprint, FP2);
-  assert.equal(lxc.calls.length, 4);
+Deno.test("an answer without a fingerprint is a failed lookup, not a missing image", async () => {
+  const { lxd, log } = scripted([{ stdout: "something else\n" }]);
+  const error = await imageErrorOf(ensureLocalImage(lxd, "lxd-driver-test/busybox", log));
+  assert.equal(error.imageNotFound, false);
+  assert.match(error.message, /no fingerprint in lxc's answer/);
 });
 
-Deno.test("a local name that is neither alias nor fingerprint: Image not found", async () => {
-  const { lxd, lxc, log } = scripted([ALIAS_NOT_FOUND]);
-  const error = await imageErrorOf(ensureLocalImage(lxd, "lxd-driver-test/nope", log));
-  assert.ok(error instanceof LxdError, "an LxdError, as prepare expects");
-  assert.match(error.stderr, PREPARE_NOT_FOUND);
-  assert.match(error.stderr, /Image alias not found/, "keeps LXD's words");
-  assert.equal(error.imageNotFound, true);
-  assert.match(error.message, /image "lxd-driver-test\/nope" not found/);
-  assert.equal(lxc.calls.length, 1, "not hex, so no fingerprint lookup");
-});
-
-Deno.test("an unknown fingerprint: Image not found after both lookups", async () => {
-  const { lxd, lxc, log } = scripted([ALIAS_NOT_FOUND, IMAGE_NOT_FOUND]);
-  const error = await imageErrorOf(ensureLocalImage(lxd, "deadbeef", log));
-  assert.match(error.stderr, PREPARE_NOT_FOUND);
-  assert.equal(lxc.calls.length, 2);
+Deno.test("a local name that is neither alias nor fingerprint: Image not found (LXD and Incus)", async () => {
+  for (
+    const stderr of ["Error: Image not found\n", 'Error: Image "lxd-driver-test/nope" not found\n']
+  ) {
+    const { lxd, lxc, log } = scripted([{ code: 1, stderr }]);
+    const error = await imageErrorOf(ensureLocalImage(lxd, "lxd-driver-test/nope", log));
+    assert.ok(error instanceof LxdError, "an LxdError, as prepare expects");
+    assert.match(error.stderr, PREPARE_NOT_FOUND);
+    assert.match(error.stderr, /not found/, "keeps LXD's words");
+    assert.equal(error.imageNotFound, true);
+    assert.match(error.message, /image "lxd-driver-test\/nope" not found/);
+    assert.equal(lxc.calls.length, 1);
+  }
 });
 
 Deno.test("LXD down while resolving locally: the plain LxdError, classified unreachable", async () => {

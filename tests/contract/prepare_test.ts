@@ -31,12 +31,9 @@ const IMAGE = "lxd-driver-test/bookworm";
 /** Settings whose default image is the local alias IMAGE; more sections may follow. */
 const LOCAL_DEFAULT = `[image]\ndefault = "${IMAGE}"\n`;
 
-/** ensureLocalImage's calls for a local alias: the alias, then the image it targets. */
+/** ensureLocalImage's call for a local alias: one `image info`. */
 function localLookup(alias = IMAGE): string[][] {
-  return [
-    ["query", "--", `/1.0/images/aliases/${encodeURIComponent(alias)}`],
-    ["query", "--", `/1.0/images/${FP}`],
-  ];
+  return [["image", "info", "--", alias]];
 }
 
 const IMAGE_JSON: Reply = {
@@ -47,9 +44,12 @@ const IMAGE_JSON: Reply = {
   }),
 };
 
-/** LXD's answers for a local alias that exists. */
+/** LXD's answer for a local alias that exists. */
 function found(alias = IMAGE): Reply[] {
-  return [{ stdout: JSON.stringify({ name: alias, target: FP }) }, IMAGE_JSON];
+  return [{
+    stdout: `Fingerprint: ${FP}\nSize: 90.12MB\nProperties:\n    description: Debian bookworm\n` +
+      `    os: debian\nAliases:\n    - ${alias}\n`,
+  }];
 }
 
 const ALIAS_NOT_FOUND: Reply = { code: 1, stderr: "Error: Image alias not found\n" };
@@ -649,8 +649,7 @@ Deno.test("prepare() sends every call to the configured remote, project and clus
   const { calls, spec, created } = await succeeded(h);
   const ref = `cluster:${NAME}`;
   assert.deepEqual(calls, [
-    ["query", "--", "cluster:/1.0/images/aliases/lxd-driver-test%2Fbookworm?project=ci"],
-    ["query", "--", `cluster:/1.0/images/${FP}?project=ci`],
+    ["--project", "ci", "image", "info", "--", "cluster:lxd-driver-test/bookworm"],
     [
       "query",
       "--wait",
@@ -1182,7 +1181,7 @@ Deno.test("prepare() deletes the container when creating it again after the left
   assert.deepEqual(calls, [...localLookup(), CREATE, DELETE, CREATE, DELETE]);
 });
 
-Deno.test("prepare() forgets the container an earlier attempt of the job recorded", async () => {
+Deno.test("prepare() replaces the container an earlier attempt of the job recorded with its own", async () => {
   await using dir = await tempDir();
   const record = `${dir.path}/lxd-driver-container`;
   await Deno.writeTextFile(record, "lxd-driver-pool-earlier\n");
@@ -1193,6 +1192,18 @@ Deno.test("prepare() forgets the container an earlier attempt of the job recorde
   });
   const { calls } = await succeeded(h);
   assert.deepEqual(calls, happyCalls());
+  assert.equal(await Deno.readTextFile(record), `${NAME}\n`);
+});
+
+Deno.test("prepare() leaves no record of a container it deleted after a failure", async () => {
+  await using dir = await tempDir();
+  const record = `${dir.path}/lxd-driver-container`;
+  await using h = await jobHarness({
+    env: { TMPDIR: dir.path },
+    settings: LOCAL_DEFAULT,
+    script: [...found(), { code: 1, stderr: "Error: boom\n" }, OK],
+  });
+  await failed(h, SystemFailure);
   await assert.rejects(Deno.lstat(record), Deno.errors.NotFound);
 });
 

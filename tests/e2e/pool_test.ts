@@ -2,7 +2,16 @@
 import assert from "node:assert/strict";
 import { Job, runnerScript } from "../runner.ts";
 import { poolStateDir } from "../../lib/pool_lock.ts";
-import { BUSYBOX, exists, lxc, lxdAvailable, settingsFile, uniqueJobId, waitFor } from "../lxd.ts";
+import {
+  BOOKWORM,
+  BUSYBOX,
+  exists,
+  lxc,
+  lxdAvailable,
+  settingsFile,
+  uniqueJobId,
+  waitFor,
+} from "../lxd.ts";
 
 const ignore = !(await lxdAvailable());
 
@@ -41,6 +50,14 @@ async function removeHost(host: string): Promise<void> {
   for (const i of JSON.parse(list.stdout) as { name: string; config: Record<string, string> }[]) {
     if (i.config["user.lxd-driver.host"] === host) await lxc("delete", "--force", i.name);
   }
+}
+
+/** Points a new image alias at the image that `target` (an alias) names. */
+async function aliasTo(alias: string, target: string): Promise<void> {
+  const info = await lxc("query", `/1.0/images/aliases/${encodeURIComponent(target)}`);
+  const fingerprint = (JSON.parse(info.stdout) as { target: string }).target;
+  const created = await lxc("image", "alias", "create", alias, fingerprint);
+  assert.equal(created.code, 0, created.stderr);
 }
 
 async function poolSettings(host: string, size: number, extra = ""): Promise<string> {
@@ -136,26 +153,32 @@ Deno.test({
 
 Deno.test({
   name:
-    "warm containers of an outdated image are replaced, and gc trims a pool that was turned off",
+    "warm containers of an image the default alias no longer names are replaced, and gc trims a pool that was turned off",
   ignore,
   async fn() {
     const host = `pool-c-${crypto.randomUUID().slice(0, 6)}`;
+    const aliases: string[] = [];
     try {
-      const bookworm = await poolSettings(host, 1);
-      const seed = await Job.create({ jobId: uniqueJobId(), env: { LXD_DRIVER_CONFIG: bookworm } });
+      // The default image is an alias the administrator moves to a new image.
+      const alias = `lxd-driver-test/pool-${crypto.randomUUID().slice(0, 6)}`;
+      await aliasTo(alias, BOOKWORM);
+      aliases.push(alias);
+      const settings = await poolSettings(host, 1, `\n[job]\nshell = "sh"\n`).then(async (path) => {
+        const text = await Deno.readTextFile(path);
+        await Deno.writeTextFile(path, text.replace(/default = ".*"/, `default = "${alias}"`));
+        return path;
+      });
+      const seed = await Job.create({ jobId: uniqueJobId(), env: { LXD_DRIVER_CONFIG: settings } });
       assert.equal((await seed.prepare()).code, 0);
       await seed.cleanup();
       const [old] = await waitFor("one warm bookworm container", warmCount(host, 1));
 
-      // The default image changes: the old warm container is not used, and goes.
-      const busybox = await poolSettings(host, 1, `\n[job]\nshell = "sh"\n`).then(async (path) => {
-        const text = await Deno.readTextFile(path);
-        await Deno.writeTextFile(path, text.replace(/default = ".*"/, `default = "${BUSYBOX}"`));
-        return path;
-      });
+      // The alias now points at another image: the old warm container is not used, and goes.
+      await lxc("image", "alias", "delete", alias);
+      await aliasTo(alias, BUSYBOX);
       const job = await Job.create({
         jobId: uniqueJobId(),
-        env: { LXD_DRIVER_CONFIG: busybox },
+        env: { LXD_DRIVER_CONFIG: settings },
         variables: { GIT_STRATEGY: "none" },
       });
       const prepare = await job.prepare();
@@ -180,6 +203,7 @@ Deno.test({
       await gc.remove();
     } finally {
       await removeHost(host);
+      for (const alias of aliases) await lxc("image", "alias", "delete", alias);
     }
   },
 });

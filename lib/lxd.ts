@@ -112,7 +112,11 @@ export const TIMED_OUT_CODE = 124;
 const decoder = new TextDecoder();
 
 /** The real RunCli: a child process with piped output. */
-export const runCliProcess: RunCli = async (cli, argv, io) => {
+export async function runCliProcess(
+  cli: string,
+  argv: readonly string[],
+  io: { readonly stdin?: string; readonly signal?: AbortSignal },
+): Promise<CliResult> {
   let child: Deno.ChildProcess;
   try {
     child = new Deno.Command(cli, {
@@ -149,7 +153,7 @@ export const runCliProcess: RunCli = async (cli, argv, io) => {
     stdout: decoder.decode(output.stdout),
     stderr: decoder.decode(output.stderr),
   };
-};
+}
 
 export interface LxdOptions {
   readonly target: LxdTarget;

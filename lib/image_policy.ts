@@ -38,17 +38,18 @@ export function chooseImage(requested: string | undefined, policy: ImagePolicy):
   const image = requested?.trim() ?? "";
   if (image === "") return policy.default;
   const shown = JSON.stringify(image.length > 200 ? image.slice(0, 200) + "…" : image);
+  const allowed = policy.allowed.length > 0
+    ? policy.allowed.map((p) => JSON.stringify(p)).join(", ")
+    : "none (only the default image)";
   if (!isPlainImageReference(image)) {
     throw new BuildFailure(
-      `image ${shown} is not a plain image reference (letters, digits and . _ : / + @ - only, starting with a letter or digit)`,
+      `image ${shown} is not a plain image reference (letters, digits and . _ : / + @ - only, ` +
+        `starting with a letter or digit); allowed patterns: ${allowed}`,
     );
   }
   if (image === policy.default || policy.allowed.some((p) => matchesPattern(image, p))) {
     return image;
   }
-  const allowed = policy.allowed.length > 0
-    ? policy.allowed.map((p) => JSON.stringify(p)).join(", ")
-    : "none (only the default image)";
   throw new BuildFailure(
     `image ${shown} is not allowed on this runner; allowed patterns: ${allowed}`,
   );

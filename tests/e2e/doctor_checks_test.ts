@@ -59,16 +59,30 @@ function escape(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 
-/** A path no test uses yet, inside `dir`. */
-function fresh(dir: string): string {
-  return `${dir}/lxd-driver-test-${crypto.randomUUID().slice(0, 8)}`;
-}
-
 async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "lxd-driver-doctor-" });
   try {
     await fn(dir);
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/**
+ * A directory this user cannot create files in: read-only for others,
+ * immutable for root (whom permissions do not stop).
+ */
+async function withUnwritableDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "lxd-driver-doctor-ro-" });
+  const root = Deno.uid() === 0;
+  const chattr = (flag: string) => new Deno.Command("chattr", { args: [flag, dir] }).output();
+  try {
+    if (root) assert.equal((await chattr("+i")).code, 0, "chattr +i works here");
+    else await Deno.chmod(dir, 0o555);
+    await fn(dir);
+  } finally {
+    if (root) await chattr("-i");
+    else await Deno.chmod(dir, 0o755);
     await Deno.remove(dir, { recursive: true });
   }
 }
@@ -95,28 +109,24 @@ Deno.test({
   name: "doctor FAILs a [cache] host_dir that is not writable, and exits 1",
   ignore,
   async fn() {
-    // /proc refuses new files even to root, so this holds for any user.
-    const existing = onlyFailure(await doctor(`[cache]\nhost_dir = "/proc"\n`), "cache");
-    assert.match(
-      existing,
-      new RegExp(
-        `^FAIL cache: /proc \\(\\[cache\\] host_dir\\) is not writable: \\S.* — fix: ${
-          escape(CACHE_FIX)
-        }$`,
-      ),
-    );
-    const below = fresh("/proc");
-    const creatable = onlyFailure(await doctor(`[cache]\nhost_dir = "${below}"\n`), "cache");
-    assert.match(
-      creatable,
-      new RegExp(
-        `^FAIL cache: ${
-          escape(below)
-        } \\(\\[cache\\] host_dir\\) does not exist and cannot be created: /proc is not writable: \\S.* — fix: ${
-          escape(CACHE_FIX)
-        }$`,
-      ),
-    );
+    await withUnwritableDir(async (dir) => {
+      assert.match(
+        onlyFailure(await doctor(`[cache]\nhost_dir = "${dir}"\n`), "cache"),
+        new RegExp(
+          `^FAIL cache: ${escape(dir)} \\(\\[cache\\] host_dir\\) is not writable: \\S.* — fix: ${
+            escape(CACHE_FIX)
+          }$`,
+        ),
+      );
+      const below = `${dir}/cache`;
+      assert.match(
+        onlyFailure(await doctor(`[cache]\nhost_dir = "${below}"\n`), "cache"),
+        new RegExp(
+          `^FAIL cache: ${escape(below)} \\(\\[cache\\] host_dir\\) does not exist and cannot be ` +
+            `created: ${escape(dir)} is not writable: \\S.* — fix: ${escape(CACHE_FIX)}$`,
+        ),
+      );
+    });
   },
 });
 
@@ -254,9 +264,10 @@ Deno.test({
   ignore,
   async fn() {
     await withTempDir(async (dir) => {
+      await Deno.writeTextFile(`${dir}/a-file`, "");
       const result = await doctor(
         `[helper]\ngitlab_runner = "${dir}/gitlab-runner"\nca_file = "${dir}/ca.pem"\n` +
-          `[cache]\nhost_dir = "/proc"\n`,
+          `[cache]\nhost_dir = "${dir}/a-file"\n`,
       );
       assert.equal(result.code, 1, result.stdout + result.stderr);
       const lines = checks(result);

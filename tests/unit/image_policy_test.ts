@@ -120,6 +120,7 @@ Deno.test("chooseImage() rejects a reference that is not plain, even with allowe
     assert.throws(() => chooseImage(image, open), (error: unknown) => {
       assert.ok(error instanceof BuildFailure, image);
       assert.match(error.message, /not a plain image reference/);
+      assert.match(error.message, /allowed patterns: "\*"$/);
       assert.ok(error.message.length < 500, "long images are shortened in the message");
       return true;
     });

@@ -317,15 +317,14 @@ export class Lxd {
     return this.run(["exec", "--force-noninteractive", "--", this.ref(name), ...argv], options);
   }
 
-  /** Every instance with its config (for gc). */
+  /**
+   * Every instance of the project with its status and config (for the pool,
+   * gc and doctor). One API call at recursion 1: `lxc list` would also ask
+   * each instance for its state (processes, network, disk), which costs a
+   * pool claim time on a busy host.
+   */
   async list(): Promise<InstanceSummary[]> {
-    const out = await this.run([
-      "list",
-      "--format",
-      "json",
-      ...(this.target.remote ? ["--", `${this.target.remote}:`] : []),
-    ]);
-    const parsed = JSON.parse(out) as {
+    const parsed = await this.query("GET", "/1.0/instances?recursion=1") as {
       name: string;
       status: string;
       config?: Record<string, string>;

@@ -77,10 +77,39 @@ export interface ClientCommand {
   output(): Promise<ClientOutput>;
 }
 
-/** Prepares a client command; `new Deno.Command(cli, options)` unless a test passes a fake. */
+/**
+ * Prepares a client command; `new Deno.Command(cli, options)` unless a test
+ * passes a fake. An `options.signal` ends `output()` with SIGKILL, not the
+ * TERM `Deno.Command` would send: `lxc exec` passes TERM on to the command
+ * inside and goes on waiting, which is no use against a client LXD has hung.
+ */
 export type CommandFactory = (cli: string, options: Deno.CommandOptions) => ClientCommand;
 
-const denoCommand: CommandFactory = (cli, options) => new Deno.Command(cli, options);
+export const denoCommand: CommandFactory = (cli, options) => {
+  const { signal, ...rest } = options;
+  const command = new Deno.Command(cli, rest);
+  return {
+    spawn: () => command.spawn(),
+    output: async () => {
+      if (!signal) return await command.output();
+      const child = command.spawn();
+      const kill = () => {
+        try {
+          child.kill("SIGKILL");
+        } catch { /* it has exited already */ }
+      };
+      signal.addEventListener("abort", kill, { once: true });
+      try {
+        return await child.output();
+      } finally {
+        signal.removeEventListener("abort", kill);
+      }
+    },
+  };
+};
+
+/** How long one of the short record-keeping execs may take before its client is killed. */
+const SHORT_EXEC_TIMEOUT_MS = 15_000;
 
 /** Calls `cancel` when the runner cancels the job; returns a function that stops listening. */
 export type CancelRequests = (cancel: () => void) => () => void;
@@ -269,6 +298,8 @@ async function shortExec(
       stdin: "null",
       stdout,
       stderr: "null",
+      // LXD can hang an exec under load; a short one must never outlive the stage.
+      signal: AbortSignal.timeout(SHORT_EXEC_TIMEOUT_MS),
     }).output();
     logCall(stage, inner, started, ended(result));
     return result;

@@ -6,7 +6,7 @@ import { harness, INSTANCE_NOT_FOUND, LXD_DOWN, OK, type Reply, SECRET } from ".
 
 const NOW = new Date("2024-06-01T12:00:00.000Z");
 const HOUR = 3_600_000;
-const LIST = ["list", "--format", "json"];
+const LIST = ["query", "--wait", "--request", "GET", "--", "/1.0/instances?recursion=1"];
 /** The runner host identity of the fake's settings (the host name: no [lxd] host_id). */
 const HOST = Deno.hostname();
 

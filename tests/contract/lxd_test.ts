@@ -158,7 +158,7 @@ Deno.test("Lxd.start() and Lxd.pushFile() put names and paths after --", async (
   ]);
 });
 
-Deno.test("Lxd.list() parses names, statuses and configs", async () => {
+Deno.test("Lxd.list() asks the API once and parses names, statuses and configs", async () => {
   const { lxd, lxc } = client([{
     code: 0,
     stdout: JSON.stringify([
@@ -170,7 +170,14 @@ Deno.test("Lxd.list() parses names, statuses and configs", async () => {
     { name: "a", status: "Running", config: { "user.x": "1" } },
     { name: "b", status: "Stopped", config: {} },
   ]);
-  assert.deepEqual(lxc.calls, [["list", "--format", "json"]]);
+  assert.deepEqual(lxc.calls, [[
+    "query",
+    "--wait",
+    "--request",
+    "GET",
+    "--",
+    "/1.0/instances?recursion=1",
+  ]]);
 });
 
 Deno.test("Lxd.run() logs each call at debug level with bodies and scripts as placeholders", async () => {

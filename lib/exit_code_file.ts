@@ -5,7 +5,7 @@
  * earlier stage would be reported again.
  */
 
-type Env = (name: string) => string | undefined;
+import type { Env } from "./context.ts";
 
 /** Writes `code` as the file's first line, or removes the file when `code` is undefined. */
 export async function recordJobExitCode(env: Env, code: number | undefined): Promise<void> {

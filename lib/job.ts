@@ -4,11 +4,13 @@
  * A job can define variables named like the predefined ones (`CI_JOB_ID`,
  * `CI_PROJECT_ID`), so `CUSTOM_ENV_*` ids are job-controlled. The job and
  * project ids are therefore read from `$JOB_RESPONSE_FILE`, which the runner
- * writes from GitLab's answer; the runner and concurrency ids, which only
- * the runner knows, come from the environment and are reduced to digits.
+ * writes from GitLab's answer. The runner and concurrency ids are not in
+ * the payload: they come from the environment, reduced to digits, so a job
+ * can change them, but only in its own container's name and labels.
  * Because the authoritative job id is always in the name, no job can name
  * another job's container.
  */
+import type { Env } from "./context.ts";
 import { SystemFailure } from "./errors.ts";
 
 export interface JobIdentity {
@@ -17,8 +19,6 @@ export interface JobIdentity {
   readonly runnerId: string;
   readonly concurrentProjectId: string;
 }
-
-type Env = (name: string) => string | undefined;
 
 /** Reads the job's identity from the runner's job payload. */
 export async function readJobIdentity(env: Env): Promise<JobIdentity> {

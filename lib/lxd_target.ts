@@ -4,6 +4,7 @@
  * LXD project, and optionally the cluster member to place instances on.
  * Pure functions, shared by the LXD client and the run stage's light exec.
  */
+import { findExecutable } from "./find_executable.ts";
 
 export interface LxdTarget {
   readonly cli: "lxc" | "incus";
@@ -35,14 +36,9 @@ export function apiPath(target: LxdTarget, path: string): string {
 
 /** The first of `lxc` and `incus` found on PATH (lxc preferred), for `[lxd] cli` left unset. */
 export function detectCli(path: string | undefined): "lxc" | "incus" {
-  for (const cli of ["lxc", "incus"] as const) {
-    for (const dir of (path ?? "").split(":").filter(Boolean)) {
-      try {
-        if (Deno.statSync(`${dir}/${cli}`).isFile) return cli;
-      } catch { /* not here */ }
-    }
-  }
-  return "lxc";
+  return findExecutable("lxc", path) === undefined && findExecutable("incus", path) !== undefined
+    ? "incus"
+    : "lxc";
 }
 
 /** The target the settings name. */

@@ -5,6 +5,7 @@
  * and the administrator's CA bundle for a GitLab behind a private CA.
  */
 import { BuildFailure } from "./errors.ts";
+import { findExecutable } from "./find_executable.ts";
 import type { Logger } from "./log.ts";
 import type { Lxd } from "./lxd.ts";
 import type { Settings } from "./settings.ts";
@@ -20,19 +21,8 @@ export function parseProbe(output: string): Set<string> {
 }
 
 /** The host's `gitlab-runner` to push: the configured one, else the first on PATH. */
-export async function findGitlabRunner(
-  settings: Settings,
-  path: string | undefined,
-): Promise<string | undefined> {
-  if (settings.helper.gitlabRunner) return settings.helper.gitlabRunner;
-  for (const dir of (path ?? "").split(":").filter(Boolean)) {
-    const candidate = `${dir}/gitlab-runner`;
-    try {
-      const info = await Deno.stat(candidate);
-      if (info.isFile && (info.mode ?? 0) & 0o111) return candidate;
-    } catch { /* not in this directory */ }
-  }
-  return undefined;
+export function findGitlabRunner(settings: Settings, path: string | undefined): string | undefined {
+  return settings.helper.gitlabRunner || findExecutable("gitlab-runner", path);
 }
 
 export interface PrerequisiteInput {

@@ -14,6 +14,7 @@
  */
 import type { Context } from "../lib/context.ts";
 import { DriverError } from "../lib/errors.ts";
+import { findExecutable, notExecutable } from "../lib/find_executable.ts";
 import { hostIdentity } from "../lib/labels.ts";
 import { type Lxd, LxdError } from "../lib/lxd.ts";
 import { IMAGE, warmMembers } from "../lib/pool.ts";
@@ -402,35 +403,10 @@ async function imageCheck(
 
 // --- host files ---------------------------------------------------------------
 
-/** Why `path` is not an executable file, or undefined when it is one. */
-async function notExecutable(path: string): Promise<string | undefined> {
-  let info: Deno.FileInfo;
-  try {
-    info = await Deno.stat(path);
-  } catch (error) {
-    return error instanceof Deno.errors.NotFound
-      ? "does not exist"
-      : `cannot be examined: ${(error as Error).message}`;
-  }
-  if (!info.isFile) return "is not a file";
-  if (((info.mode ?? 0) & 0o111) === 0) return "is not executable";
-  return undefined;
-}
-
-/** The first executable `name` in the `PATH` directories. */
-async function findOnPath(name: string, path: string | undefined): Promise<string | undefined> {
-  for (const dir of (path ?? "").split(":")) {
-    if (!dir.startsWith("/")) continue;
-    const candidate = `${dir.replace(/\/+$/, "")}/${name}`;
-    if ((await notExecutable(candidate)) === undefined) return candidate;
-  }
-  return undefined;
-}
-
 async function helperCheck(ctx: Context): Promise<CheckResult> {
   const configured = ctx.settings.helper.gitlabRunner;
   if (configured !== undefined) {
-    const problem = await notExecutable(configured);
+    const problem = notExecutable(configured);
     return problem === undefined
       ? { status: "OK", check: "helper", detail: `${configured} ([helper] gitlab_runner)` }
       : {
@@ -440,7 +416,7 @@ async function helperCheck(ctx: Context): Promise<CheckResult> {
         fix: "install gitlab-runner there (chmod +x), or correct or remove [helper] gitlab_runner",
       };
   }
-  const found = await findOnPath("gitlab-runner", ctx.env("PATH"));
+  const found = findExecutable("gitlab-runner", ctx.env("PATH"));
   return found !== undefined
     ? { status: "OK", check: "helper", detail: `${found} (gitlab-runner on PATH)` }
     : {

@@ -134,7 +134,7 @@ export async function prepare(ctx: Context, lxd: Lxd): Promise<void> {
       log,
       shell,
       present,
-      hostGitlabRunner: await findGitlabRunner(settings, env("PATH")),
+      hostGitlabRunner: findGitlabRunner(settings, env("PATH")),
     });
   } catch (error) {
     await deleteQuietly(ctx, lxd, name);

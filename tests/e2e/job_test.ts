@@ -164,3 +164,31 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "[log] debug = true in the settings turns on the same debug lines as LXD_DRIVER_DEBUG",
+  ignore,
+  async fn() {
+    const jobId = uniqueJobId();
+    const quiet = await Job.create({ jobId, env: { LXD_DRIVER_CONFIG: settings } });
+    const debug = await Job.create({
+      jobId,
+      env: { LXD_DRIVER_CONFIG: await settingsFile(`\n[log]\ndebug = true\n`) },
+    });
+    try {
+      // cleanup of a container that never existed: one LXD call, quickly.
+      const line = new RegExp(
+        `\\[lxd-driver debug\\] ${TEST_CLI} delete --force -- ${expectedName(jobId)}: exit 1 in`,
+      );
+      const off = await quiet.cleanup();
+      assert.equal(off.code, 0, off.stderr);
+      assert.doesNotMatch(off.stderr, /lxd-driver debug/);
+      const on = await debug.cleanup();
+      assert.equal(on.code, 0, on.stderr);
+      assert.match(on.stderr, line);
+    } finally {
+      await quiet.remove();
+      await debug.remove();
+    }
+  },
+});

@@ -1,15 +1,17 @@
 /**
- * End-to-end: the driver working through an LXD remote over HTTPS, in an LXD
- * project (`[lxd] remote` and `[lxd] project`). scripts/setup-remote.sh makes
- * LXD listen on 127.0.0.1:8444, adds it to the lxc client as the remote
- * `lxd-driver-https` (trusted with the client's certificate) and creates the
- * project `lxd-driver-test`, which shares the default project's images and
- * profiles. With CI=true a missing remote fails these tests instead of
- * skipping them. They run for the lxc client only (the remote is LXD's).
+ * End-to-end: the driver working through a remote over HTTPS, in a project
+ * (`[lxd] remote` and `[lxd] project`), with either client: lxc reaches LXD
+ * on 127.0.0.1:8444, incus reaches Incus on 127.0.0.1:8443 (the listener the
+ * image server uses). scripts/setup-remote.sh adds each daemon to its own
+ * client as the remote `lxd-driver-https` (trusted with the client's
+ * certificate) and creates in each the project `lxd-driver-test`, which shares
+ * the default project's images and profiles. With CI=true a missing remote
+ * fails these tests instead of skipping them.
  */
 import assert from "node:assert/strict";
 import { Job, runnerScript } from "../runner.ts";
 import {
+  DAEMON,
   expectedName,
   lxc,
   lxdAvailable,
@@ -21,9 +23,16 @@ import {
 
 const REMOTE = "lxd-driver-https";
 const PROJECT = "lxd-driver-test";
-const ADDRESS = "https://127.0.0.1:8444";
+/** Where each client's remote is: LXD's own listener, or Incus's (shared with the image server). */
+const ADDRESS = TEST_CLI === "incus" ? "https://127.0.0.1:8443" : "https://127.0.0.1:8444";
 const HOST_LABEL = "user.lxd-driver.host";
 const POOL_LABEL = "user.lxd-driver.pool";
+
+/** Matches the driver's debug line for a successful `<TEST_CLI> <call>`. */
+function succeeded(call: string): RegExp {
+  const literal = `${TEST_CLI} ${call}`.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  return new RegExp(`\\[lxd-driver debug\\] ${literal}: exit 0\\b`);
+}
 
 /** Whether the remote is there, over HTTPS and trusted, with the project. In CI their absence is an error. */
 async function remoteAvailable(): Promise<boolean> {
@@ -33,7 +42,9 @@ async function remoteAvailable(): Promise<boolean> {
     ? (JSON.parse(remotes.stdout) as Record<string, { Addr?: string }>)[REMOTE]?.Addr
     : undefined;
   if (addr !== ADDRESS) {
-    problem = `the lxc remote ${REMOTE} is ${addr ? `at ${addr}, not ${ADDRESS}` : "missing"}`;
+    problem = `the ${TEST_CLI} remote ${REMOTE} is ${
+      addr ? `at ${addr}, not ${ADDRESS}` : "missing"
+    }`;
   } else {
     const server = await lxc("query", `${REMOTE}:/1.0`);
     const auth = server.code === 0 ? (JSON.parse(server.stdout) as { auth?: string }).auth : "";
@@ -42,20 +53,21 @@ async function remoteAvailable(): Promise<boolean> {
         server.code === 0 ? `auth: ${auth}` : server.stderr.trim()
       })`;
     } else if ((await lxc("query", `${REMOTE}:/1.0/projects/${PROJECT}`)).code !== 0) {
-      problem = `LXD has no project ${PROJECT}`;
+      problem = `${DAEMON} has no project ${PROJECT}`;
     }
   }
   if (problem === undefined) return true;
   if (Deno.env.get("CI") === "true") {
-    throw new Error(`remote tests need LXD over HTTPS: ${problem} (run scripts/setup-remote.sh)`);
+    throw new Error(
+      `remote tests need ${DAEMON} over HTTPS: ${problem} (run scripts/setup-remote.sh)`,
+    );
   }
   // deno-lint-ignore no-console -- the only way a local run learns why these tests were skipped
   console.warn(`skipping remote tests: ${problem} (run scripts/setup-remote.sh)`);
   return false;
 }
 
-// The remote and project belong to LXD: the incus run has nothing to test here.
-const ignore = TEST_CLI !== "lxc" || !(await lxdAvailable()) || !(await remoteAvailable());
+const ignore = !(await lxdAvailable()) || !(await remoteAvailable());
 
 /** Settings for jobs through the remote, in the project; `extra` adds `[lxd]` keys, then tables. */
 function remoteSettings(lxdKeys = "", tables = ""): Promise<string> {
@@ -119,16 +131,13 @@ Deno.test({
       const prepare = await job.prepare();
       assert.equal(prepare.code, 0, prepare.stderr);
       assert.match(prepare.stderr, new RegExp(`Creating container ${name}\\b`));
-      // Every LXD call went to the remote, in the project.
+      // Every call went through TEST_CLI to the remote, in the project.
+      assert.match(prepare.stderr, succeeded(`start -- ${REMOTE}:${name}`));
       assert.match(
         prepare.stderr,
-        new RegExp(
-          `\\[lxd-driver debug\\] lxc start -- ${REMOTE}:${name}: exit 0`,
+        succeeded(
+          `query --wait --request POST --data <json> -- ${REMOTE}:/1.0/instances?project=${PROJECT}`,
         ),
-      );
-      assert.match(
-        prepare.stderr,
-        /\[lxd-driver debug\] lxc query --wait --request POST --data <json> -- lxd-driver-https:\/1\.0\/instances\?project=lxd-driver-test: exit 0/,
       );
 
       const created = await remoteInstance(name);

@@ -1,0 +1,31 @@
+/**
+ * Looking a program up on `PATH`, as a shell would: the first absolute
+ * directory holding an executable file of that name. One definition for
+ * prepare (the helper binary), doctor and the choice of `lxc` or `incus`, so
+ * they never disagree about what is installed.
+ */
+
+/** Why `path` is not an executable file, or undefined when it is one. */
+export function notExecutable(path: string): string | undefined {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(path);
+  } catch (error) {
+    return error instanceof Deno.errors.NotFound
+      ? "does not exist"
+      : `cannot be examined: ${(error as Error).message}`;
+  }
+  if (!info.isFile) return "is not a file";
+  if (((info.mode ?? 0) & 0o111) === 0) return "is not executable";
+  return undefined;
+}
+
+/** The first executable `name` in the absolute directories of `path` (a `PATH` value). */
+export function findExecutable(name: string, path: string | undefined): string | undefined {
+  for (const dir of (path ?? "").split(":")) {
+    if (!dir.startsWith("/")) continue; // a relative entry would depend on the working directory
+    const candidate = `${dir.replace(/\/+$/, "")}/${name}`;
+    if (notExecutable(candidate) === undefined) return candidate;
+  }
+  return undefined;
+}

@@ -12,7 +12,7 @@ import { recordJobExitCode } from "./lib/exit_code_file.ts";
 import { createLogger, debugRequested, type Logger } from "./lib/log.ts";
 import type { Lxd } from "./lib/lxd.ts";
 import { targetOf } from "./lib/lxd_target.ts";
-import { loadSettings, type Settings, settingsPath } from "./lib/settings.ts";
+import { recordedJobSettings } from "./lib/job_container.ts";
 import { parseDuration } from "./lib/duration.ts";
 
 const HELP: Record<string, string> = {
@@ -131,9 +131,13 @@ async function main(argv: string[]): Promise<number> {
       throw new UsageError(`--older-than only applies to gc`);
     }
 
-    let settings: Settings;
+    // run takes the settings prepare recorded; the TOML parser is loaded only when needed.
+    let settings = command === "run" ? await recordedJobSettings(env) : undefined;
     try {
-      settings = await loadSettings(settingsPath(values.config, env));
+      if (settings === undefined) {
+        const { loadSettings, settingsPath } = await import("./lib/settings.ts");
+        settings = await loadSettings(settingsPath(values.config, env));
+      }
     } catch (error) {
       // doctor reports a settings file it cannot use as its first check's FAIL.
       if (command !== "doctor") throw error;

@@ -961,8 +961,12 @@ async function benchPool(options: Options): Promise<PoolResult> {
     warm.add(undefined, errorText(error));
     print(`${tag} FAILED: ${errorText(error)}`);
   } finally {
-    // The refill after the last claim, and anything else of this run's pool.
-    await new Promise((resolve) => setTimeout(resolve, 1000));
+    // The refill after the last claim (a detached launch LXD may not list yet),
+    // and anything else of this run's pool.
+    const deadline = Date.now() + 15_000;
+    while (Date.now() < deadline && (await warmMembers()).length === 0) {
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
     for (const member of await warmMembers()) await lxcAt("delete", "--force", member.name);
     await Deno.remove(settings).catch(() => {});
   }

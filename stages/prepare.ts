@@ -10,7 +10,7 @@ import { BuildFailure, SystemFailure } from "../lib/errors.ts";
 import { chooseImage } from "../lib/image_policy.ts";
 import { ensureLocalImage } from "../lib/images.ts";
 import { type InstanceSpec, instanceSpec } from "../lib/instance_spec.ts";
-import { forgetJobContainer, recordJobContainer } from "../lib/job_container.ts";
+import { forgetJobContainer, recordJobContainer, recordJobSettings } from "../lib/job_container.ts";
 import { claimWarm } from "../lib/pool.ts";
 import { poolStateDir } from "../lib/pool_lock.ts";
 import { containerName, readJobIdentity } from "../lib/job.ts";
@@ -116,6 +116,7 @@ export async function prepare(ctx: Context, lxd: Lxd): Promise<void> {
   try {
     // Later stages read the name from here rather than parsing the job payload again.
     await recordJobContainer(env, name);
+    await recordJobSettings(env, settings);
     if (!claimed) {
       await createReplacingLeftover(ctx, lxd, spec);
       if (cacheSource) await chownToContainerRoot(cacheSource, await lxd.instanceConfig(name));

@@ -149,8 +149,7 @@ const NO_REQUESTS = { cpu: undefined, memory: undefined } as const;
 
 /**
  * Takes a warm container for the job, giving it the job's labels, limits
- * and devices, and records its name for the later stages. Undefined when
- * the pool has none ready.
+ * and devices. Undefined when the pool has none ready, or cannot be used.
  */
 async function claimFromPool(
   ctx: Context,

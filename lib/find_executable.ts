@@ -5,15 +5,24 @@
  * they never disagree about what is installed.
  */
 
+/**
+ * Why a file system call on a path failed, in an administrator's words: the
+ * driver's permission set keeps it out of some paths (`/proc`, `/sys`, ...),
+ * and Deno's own message for that would ask for a flag to be changed.
+ */
+export function fsProblem(error: unknown): string {
+  return error instanceof Deno.errors.NotCapable
+    ? "is not a path the driver may use (pseudo file systems such as /proc and /sys are off limits)"
+    : `cannot be examined: ${(error as Error).message}`;
+}
+
 /** Why `path` is not an executable file, or undefined when it is one. */
 export function notExecutable(path: string): string | undefined {
   let info: Deno.FileInfo;
   try {
     info = Deno.statSync(path);
   } catch (error) {
-    return error instanceof Deno.errors.NotFound
-      ? "does not exist"
-      : `cannot be examined: ${(error as Error).message}`;
+    return error instanceof Deno.errors.NotFound ? "does not exist" : fsProblem(error);
   }
   if (!info.isFile) return "is not a file";
   if (((info.mode ?? 0) & 0o111) === 0) return "is not executable";

@@ -14,7 +14,7 @@
  */
 import type { Context } from "../lib/context.ts";
 import { DriverError } from "../lib/errors.ts";
-import { findExecutable, notExecutable } from "../lib/find_executable.ts";
+import { findExecutable, fsProblem, notExecutable } from "../lib/find_executable.ts";
 import { hostIdentity } from "../lib/labels.ts";
 import { type Lxd, LxdError } from "../lib/lxd.ts";
 import { IMAGE, warmMembers } from "../lib/pool.ts";
@@ -496,7 +496,7 @@ async function cacheCheck(settings: Settings): Promise<CheckResult> {
     info = await Deno.stat(dir);
   } catch (error) {
     if (!missing(error)) {
-      return fail(`${dir} ([cache] host_dir) cannot be examined: ${(error as Error).message}`);
+      return fail(`${dir} ([cache] host_dir) ${fsProblem(error)}`);
     }
   }
   if (info !== undefined) {
@@ -516,9 +516,7 @@ async function cacheCheck(settings: Settings): Promise<CheckResult> {
     } catch (error) {
       if (!missing(error)) {
         return fail(
-          `${dir} ([cache] host_dir) does not exist and ${ancestor} cannot be examined: ${
-            (error as Error).message
-          }`,
+          `${dir} ([cache] host_dir) does not exist and ${ancestor} ${fsProblem(error)}`,
         );
       }
     }

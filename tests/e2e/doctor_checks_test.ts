@@ -168,6 +168,18 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "doctor FAILs a [cache] host_dir the driver may not use, in words about the setting",
+  ignore,
+  async fn() {
+    const result = await doctor(`[cache]\nhost_dir = "/proc/lxd-driver-cache"\n`);
+    assert.equal(result.code, 1, result.stdout + result.stderr);
+    const line = onlyFailure(result, "cache");
+    assert.match(line, /is not a path the driver may use/);
+    assert.doesNotMatch(line, /--allow|flag/, "no Deno flag to change");
+  },
+});
+
 Deno.test("doctor reports a relative [cache] host_dir as invalid settings and exits 1", async () => {
   const result = await doctor(`[cache]\nhost_dir = "var/cache/lxd-driver"\n`);
   assert.equal(result.code, 1, result.stdout + result.stderr);

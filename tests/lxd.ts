@@ -136,3 +136,13 @@ export async function waitFor<T>(
   }
   throw new Error(`timed out waiting for ${what}`);
 }
+
+/** `$PATH` without any directory that holds a gitlab-runner, so none is found by accident. */
+export async function pathWithoutGitlabRunner(): Promise<string> {
+  const dirs = [];
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":").filter(Boolean)) {
+    const found = await Deno.stat(`${dir}/gitlab-runner`).then(() => true, () => false);
+    if (!found) dirs.push(dir);
+  }
+  return dirs.join(":");
+}

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { Job, type StageResult } from "../runner.ts";
-import { lxdAvailable, settingsFile, uniqueJobId } from "../lxd.ts";
+import { lxdAvailable, pathWithoutGitlabRunner, settingsFile, uniqueJobId } from "../lxd.ts";
 
 const ignore = !(await lxdAvailable());
 const LINE = /^(OK {3}|WARN |FAIL |SKIP )\S[^\n]*?: \S[^\n]*$/;
@@ -85,16 +85,6 @@ async function withUnwritableDir(fn: (dir: string) => Promise<void>): Promise<vo
     else await Deno.chmod(dir, 0o755);
     await Deno.remove(dir, { recursive: true });
   }
-}
-
-/** `$PATH` without any directory that holds a gitlab-runner. */
-async function pathWithoutGitlabRunner(): Promise<string> {
-  const dirs = [];
-  for (const dir of (Deno.env.get("PATH") ?? "").split(":").filter(Boolean)) {
-    const found = await Deno.stat(`${dir}/gitlab-runner`).then(() => true, () => false);
-    if (!found) dirs.push(dir);
-  }
-  return dirs.join(":");
 }
 
 /** The first certificates of the host's CA bundle, as PEM. */

@@ -10,6 +10,7 @@ import {
   expectedName,
   lxc,
   lxdAvailable,
+  pathWithoutGitlabRunner,
   settingsFile,
   settingsText,
   TEST_CLI,
@@ -86,16 +87,6 @@ async function rescanQuotas(pool: string): Promise<void> {
     stderr: "piped",
   }).output();
   assert.equal(rescan.code, 0, new TextDecoder().decode(rescan.stderr));
-}
-
-/** `$PATH` without any directory that holds a gitlab-runner, so none is found by accident. */
-async function pathWithoutGitlabRunner(): Promise<string> {
-  const dirs = [];
-  for (const dir of (Deno.env.get("PATH") ?? "").split(":").filter(Boolean)) {
-    const found = await Deno.stat(`${dir}/gitlab-runner`).then(() => true, () => false);
-    if (!found) dirs.push(dir);
-  }
-  return dirs.join(":");
 }
 
 Deno.test({

@@ -141,13 +141,15 @@ export async function runCliProcess(
     } catch { /* it has exited already */ }
   };
   io.signal?.addEventListener("abort", stop, { once: true });
+  // Collected while stdin is written, so a command answering before it has read everything cannot block.
+  const collected = child.output().finally(() => io.signal?.removeEventListener("abort", stop));
   if (io.stdin !== undefined) {
     const writer = child.stdin.getWriter();
     // A command that exits without reading all its input is not an error of the write.
     await writer.write(new TextEncoder().encode(io.stdin)).catch(() => {});
     await writer.close().catch(() => {});
   }
-  const output = await child.output().finally(() => io.signal?.removeEventListener("abort", stop));
+  const output = await collected;
   return {
     code: io.signal?.aborted ? TIMED_OUT_CODE : output.code,
     stdout: decoder.decode(output.stdout),

@@ -27,3 +27,14 @@ Deno.test("runCliProcess() reports a missing command as a shell would (127)", as
   assert.equal(result.code, 127);
   assert.match(result.stderr, /command not found/);
 });
+
+Deno.test("runCliProcess() does not block when a command writes much before reading its input", async () => {
+  // 1 MiB of output first: more than a pipe holds, so stdout must be read while stdin is written.
+  const result = await runCliProcess(
+    "sh",
+    ["-c", "head -c 1048576 /dev/zero; cat >/dev/null"],
+    { stdin: "x".repeat(1 << 20), signal: AbortSignal.timeout(10_000) },
+  );
+  assert.equal(result.code, 0);
+  assert.equal(result.stdout.length, 1 << 20);
+});

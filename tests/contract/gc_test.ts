@@ -5,6 +5,10 @@ import { gc } from "../../stages/gc.ts";
 import { harness, INSTANCE_NOT_FOUND, LXD_DOWN, OK, type Reply, SECRET } from "./fake_lxc.ts";
 
 const NOW = new Date("2024-06-01T12:00:00.000Z");
+/** A pool state directory of the tests' own, not the host's. */
+const STATE_ROOT = await Deno.makeTempDir({ prefix: "lxd-driver-gc-test-" });
+const STATE_DIR = `${STATE_ROOT}/state`;
+globalThis.addEventListener("unload", () => Deno.removeSync(STATE_ROOT, { recursive: true }));
 const HOUR = 3_600_000;
 const LIST = ["query", "--wait", "--request", "GET", "--", "/1.0/instances?recursion=1"];
 /** The runner host identity of the fake's settings (the host name: no [lxd] host_id). */
@@ -58,7 +62,7 @@ const INSTANCES = [
 
 Deno.test("gc() lists, then deletes only managed instances older than the threshold", async () => {
   const h = harness({ script: [listing(INSTANCES), OK, OK, OK] });
-  await gc(h.ctx, h.lxd, HOUR, NOW);
+  await gc(h.ctx, h.lxd, HOUR, NOW, STATE_DIR);
   assert.deepEqual(h.lxc.calls, [
     LIST,
     ["delete", "--force", "--", "old-a"],
@@ -75,7 +79,7 @@ Deno.test("gc() lists, then deletes only managed instances older than the thresh
 
 Deno.test("gc() with a zero age deletes every managed instance that has a created label", async () => {
   const h = harness({ script: [listing(INSTANCES), OK, OK, OK, OK, OK] });
-  await gc(h.ctx, h.lxd, 0, NOW);
+  await gc(h.ctx, h.lxd, 0, NOW, STATE_DIR);
   assert.deepEqual(h.lxc.calls.slice(1).map((argv) => argv.at(-1)), [
     "old-a",
     "young",
@@ -93,14 +97,14 @@ Deno.test("gc() never deletes an unmanaged or young instance", async () => {
       ]),
     ],
   });
-  await gc(h.ctx, h.lxd, HOUR, NOW);
+  await gc(h.ctx, h.lxd, HOUR, NOW, STATE_DIR);
   assert.deepEqual(h.lxc.calls, [LIST]);
   assert.deepEqual(h.written, []);
 });
 
 Deno.test("gc() with no instances does nothing", async () => {
   const h = harness({ script: [listing([])] });
-  await gc(h.ctx, h.lxd, 0, NOW);
+  await gc(h.ctx, h.lxd, 0, NOW, STATE_DIR);
   assert.deepEqual(h.lxc.calls, [LIST]);
   assert.deepEqual(h.written, []);
 });
@@ -113,7 +117,7 @@ Deno.test("gc() goes on after a failed delete, then fails counting the failures"
       OK,
     ],
   });
-  await assert.rejects(gc(h.ctx, h.lxd, HOUR, NOW), (error: unknown) => {
+  await assert.rejects(gc(h.ctx, h.lxd, HOUR, NOW, STATE_DIR), (error: unknown) => {
     assert.ok(error instanceof SystemFailure);
     assert.match(error.message, /could not delete 1 container\(s\)/);
     return true;
@@ -126,7 +130,7 @@ Deno.test("gc() goes on after a failed delete, then fails counting the failures"
 
 Deno.test("gc() fails when LXD cannot list instances", async () => {
   const h = harness({ script: [LXD_DOWN] });
-  await assert.rejects(gc(h.ctx, h.lxd, HOUR, NOW), (error: unknown) => {
+  await assert.rejects(gc(h.ctx, h.lxd, HOUR, NOW, STATE_DIR), (error: unknown) => {
     assert.ok(error instanceof LxdError);
     assert.equal(error.unreachable, true);
     return true;
@@ -136,7 +140,7 @@ Deno.test("gc() fails when LXD cannot list instances", async () => {
 
 Deno.test("gc() does not fail when an instance vanished before its delete", async () => {
   const h = harness({ script: [listing([managed("gone", ago(2 * HOUR))]), INSTANCE_NOT_FOUND] });
-  await gc(h.ctx, h.lxd, HOUR, NOW);
+  await gc(h.ctx, h.lxd, HOUR, NOW, STATE_DIR);
   assert.deepEqual(h.lxc.calls, [LIST, ["delete", "--force", "--", "gone"]]);
 });
 
@@ -146,7 +150,7 @@ Deno.test("gc() never logs or prints a job variable's value, even with debug on"
     debug: true,
     script: [listing(INSTANCES), OK, { code: 1, stderr: "Error: x\n" }, OK],
   });
-  await gc(h.ctx, h.lxd, HOUR, NOW).catch(() => {});
+  await gc(h.ctx, h.lxd, HOUR, NOW, STATE_DIR).catch(() => {});
   assert.ok(h.lines.some((line) => line.startsWith("[lxd-driver debug] ")));
   for (const line of [...h.lines, ...h.written]) assert.ok(!line.includes(SECRET), line);
 });
@@ -182,7 +186,7 @@ Deno.test("gc() retires warm containers beyond [pool] size before deleting them,
       OK,
     ],
   });
-  await gc(h.ctx, h.lxd, HOUR, NOW);
+  await gc(h.ctx, h.lxd, HOUR, NOW, STATE_DIR);
   assert.deepEqual(h.lxc.calls, [
     LIST,
     // Relabelled under the pool lock: no prepare can claim it from here on.
@@ -203,7 +207,7 @@ Deno.test("gc() does not delete a warm container it could not retire", async () 
       { code: 1, stderr: "Error: Instance not found\n" },
     ],
   });
-  await gc(h.ctx, h.lxd, HOUR, NOW);
+  await gc(h.ctx, h.lxd, HOUR, NOW, STATE_DIR);
   assert.deepEqual(h.lxc.calls, [LIST, PATCH_RETIRING("warm")]);
   assert.deepEqual(h.written, []);
   assert.match(h.lines.join("\n"), /could not retire pool container warm/);

@@ -10,6 +10,7 @@
  */
 import { formatDuration } from "./duration.ts";
 import { SystemFailure } from "./errors.ts";
+import { killOnAbort } from "./kill_on_abort.ts";
 import type { InstanceSpec } from "./instance_spec.ts";
 import type { Logger } from "./log.ts";
 import { apiPath, globalArgs, instanceRef, type LxdTarget } from "./lxd_target.ts";
@@ -134,15 +135,9 @@ export async function runCliProcess(
       stderr: `${cli}: ${missing ? "command not found" : (error as Error).message}\n`,
     };
   }
-  // KILL, not TERM: `lxc exec` passes TERM on to the command inside and keeps waiting.
-  const stop = () => {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* it has exited already */ }
-  };
-  io.signal?.addEventListener("abort", stop, { once: true });
+  const stopWatching = killOnAbort(child, io.signal);
   // Collected while stdin is written, so a command answering before it has read everything cannot block.
-  const collected = child.output().finally(() => io.signal?.removeEventListener("abort", stop));
+  const collected = child.output().finally(stopWatching);
   if (io.stdin !== undefined) {
     const writer = child.stdin.getWriter();
     // A command that exits without reading all its input is not an error of the write.

@@ -7,6 +7,7 @@
  * `Deno.Command` directly and loads nothing it does not need.
  */
 import { formatDuration } from "./duration.ts";
+import { killOnAbort } from "./kill_on_abort.ts";
 import { SystemFailure } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { globalArgs, instanceRef, type LxdTarget } from "./lxd_target.ts";
@@ -79,9 +80,8 @@ export interface ClientCommand {
 
 /**
  * Prepares a client command; `new Deno.Command(cli, options)` unless a test
- * passes a fake. An `options.signal` ends `output()` with SIGKILL, not the
- * TERM `Deno.Command` would send: `lxc exec` passes TERM on to the command
- * inside and goes on waiting, which is no use against a client LXD has hung.
+ * passes a fake. An `options.signal` ends `output()` with SIGKILL (see
+ * lib/kill_on_abort.ts), not the TERM `Deno.Command` would send.
  */
 export type CommandFactory = (cli: string, options: Deno.CommandOptions) => ClientCommand;
 
@@ -93,16 +93,11 @@ export const denoCommand: CommandFactory = (cli, options) => {
     output: async () => {
       if (!signal) return await command.output();
       const child = command.spawn();
-      const kill = () => {
-        try {
-          child.kill("SIGKILL");
-        } catch { /* it has exited already */ }
-      };
-      signal.addEventListener("abort", kill, { once: true });
+      const stopWatching = killOnAbort(child, signal);
       try {
         return await child.output();
       } finally {
-        signal.removeEventListener("abort", kill);
+        stopWatching();
       }
     },
   };

@@ -10,7 +10,9 @@ import type { Settings } from "./settings.ts";
 export interface InstanceSpec {
   readonly name: string;
   readonly type: "container";
-  readonly source: { readonly type: "image"; readonly fingerprint: string };
+  readonly source:
+    | { readonly type: "image"; readonly fingerprint: string }
+    | { readonly type: "copy"; readonly source: string; readonly instance_only: true };
   readonly profiles: readonly string[];
   readonly ephemeral: boolean;
   readonly config: Readonly<Record<string, string>>;

@@ -230,6 +230,7 @@ export function launchArgs(
   const root = spec.devices.root;
   if (root?.pool) args.push("--storage", root.pool);
   if (root?.size) args.push("--device", `root,size=${root.size}`);
+  if (spec.source.type !== "image") throw new Error("launchArgs needs an image source");
   args.push("--", ref(spec.source.fingerprint), ref(spec.name));
   return args;
 }

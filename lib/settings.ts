@@ -29,6 +29,8 @@ export interface Settings {
     readonly storagePool: string;
     readonly readyTimeoutMs: number;
     readonly ephemeral: boolean;
+    /** Creates containers as copies of an already remapped template (lib/template.ts). */
+    readonly template: boolean;
     /** Allows nested containers (Docker inside the job). */
     readonly nesting: boolean;
     /** Privileged containers; only with `allowPrivileged`. */
@@ -205,6 +207,7 @@ const SCHEMA = {
     storage_pool: string(""),
     ready_timeout: duration("120s", { min: 100, max: 86_400_000 }),
     ephemeral: boolean(false),
+    template: boolean(true),
     nesting: boolean(false),
     privileged: boolean(false),
     allow_privileged: boolean(false),
@@ -368,6 +371,7 @@ export function parseSettings(text: string, source: string | undefined): Setting
       storagePool: s.instance.storage_pool,
       readyTimeoutMs: s.instance.ready_timeout,
       ephemeral: s.instance.ephemeral,
+      template: s.instance.template,
       nesting: s.instance.nesting,
       privileged: s.instance.privileged,
       allowPrivileged: s.instance.allow_privileged,

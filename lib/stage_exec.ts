@@ -85,7 +85,10 @@ export interface ClientCommand {
  */
 export type CommandFactory = (cli: string, options: Deno.CommandOptions) => ClientCommand;
 
-export const denoCommand: CommandFactory = (cli, options) => {
+export const denoCommand: CommandFactory = (
+  cli: string,
+  options: Deno.CommandOptions,
+): ClientCommand => {
   const { signal, ...rest } = options;
   const command = new Deno.Command(cli, rest);
   return {

@@ -93,7 +93,7 @@ export async function doctor(ctx: Context, lxd: Lxd): Promise<number> {
     }
     await report(await guarded(cli, "pool", () => poolCheck(settings, lxd)));
   }
-  await report(await guarded(cli, "helper", () => helperCheck(ctx)));
+  await report(await guarded(cli, "helper", () => Promise.resolve(helperCheck(ctx))));
   await report(await guarded(cli, "ca_file", () => caFileCheck(settings)));
   await report(await guarded(cli, "cache", () => cacheCheck(settings)));
   await report(privilegedCheck(settings));
@@ -403,7 +403,7 @@ async function imageCheck(
 
 // --- host files ---------------------------------------------------------------
 
-async function helperCheck(ctx: Context): Promise<CheckResult> {
+function helperCheck(ctx: Context): CheckResult {
   const configured = ctx.settings.helper.gitlabRunner;
   if (configured !== undefined) {
     const problem = notExecutable(configured);

@@ -3,6 +3,8 @@
  * a given age (e.g. after a runner crash left some behind), warm pool
  * containers beyond `[pool] size` (a pool that was shrunk or turned off),
  * and pool containers left `retiring` by a deletion that did not finish.
+ * Templates (lib/template.ts) go by age too: the next job launches a new
+ * one, from the image as it is then.
  * Containers without the driver's labels, or made by another runner host
  * sharing the same LXD, are never touched.
  */
@@ -12,6 +14,7 @@ import { createdAt, hostIdentity, isManaged, madeBy } from "../lib/labels.ts";
 import type { InstanceSummary, Lxd } from "../lib/lxd.ts";
 import { markRetiring, POOL, warmMembers } from "../lib/pool.ts";
 import { poolStateDir, withPoolLock } from "../lib/pool_lock.ts";
+import { TEMPLATE } from "../lib/template.ts";
 
 interface Victim {
   readonly name: string;
@@ -53,9 +56,10 @@ export async function gc(
             : `beyond [pool] size ${size}`,
         });
       } else if (isOld(instance)) {
+        const template = instance.config[TEMPLATE] !== undefined ? "a template, " : "";
         chosen.push({
           name: instance.name,
-          why: `created ${createdAt(instance.config)!.toISOString()}`,
+          why: `${template}created ${createdAt(instance.config)!.toISOString()}`,
         });
       }
     }

@@ -24,6 +24,7 @@ import {
   PROBED_TOOLS,
 } from "../lib/prerequisites.ts";
 import { shellCommand } from "../lib/shell.ts";
+import { copyOf, templateFor, type TemplateState, templateState } from "../lib/template.ts";
 
 /** The readiness script's last line: without it, LXD lost some of the output. */
 const READY_MARK = "lxd-driver: ready";
@@ -101,6 +102,7 @@ export async function prepare(ctx: Context, lxd: Lxd): Promise<void> {
       ctx,
       lxd,
       spec,
+      image.fingerprint,
       instanceSpec({ ...specInput, requests: NO_REQUESTS, cacheSource: undefined }),
       host,
     )
@@ -113,12 +115,13 @@ export async function prepare(ctx: Context, lxd: Lxd): Promise<void> {
   } else {
     log.info(`Creating container ${name}`);
   }
+  let launchTemplate: (() => void) | undefined;
   try {
     // Later stages read the name from here rather than parsing the job payload again.
     await recordJobContainer(env, name);
     await recordJobSettings(env, settings);
     if (!claimed) {
-      await createReplacingLeftover(ctx, lxd, spec);
+      launchTemplate = await createContainer(ctx, lxd, spec, host);
       if (cacheSource) await chownToContainerRoot(cacheSource, await lxd.instanceConfig(name));
       await lxd.start(name);
     } else if (cacheSource) {
@@ -143,6 +146,11 @@ export async function prepare(ctx: Context, lxd: Lxd): Promise<void> {
     throw error;
   }
   log.info(`Container ${name} is ready (${formatDuration(performance.now() - started)})`);
+  try {
+    launchTemplate?.();
+  } catch (error) {
+    log.warn(`could not launch the template container: ${(error as Error).message}`);
+  }
 }
 
 const NO_REQUESTS = { cpu: undefined, memory: undefined } as const;
@@ -155,6 +163,7 @@ async function claimFromPool(
   ctx: Context,
   lxd: Lxd,
   spec: InstanceSpec,
+  fingerprint: string,
   template: InstanceSpec,
   host: string,
 ): Promise<string | undefined> {
@@ -168,7 +177,7 @@ async function claimFromPool(
         log: ctx.log,
         stateDir: poolStateDir(),
       },
-      spec.source.fingerprint,
+      fingerprint,
       template,
       { config: { ...spec.config }, devices: { ...spec.devices } },
     );
@@ -178,6 +187,40 @@ async function claimFromPool(
     return undefined;
   }
   return claimed;
+}
+
+/**
+ * Creates the container: as a copy of its template when one is ready (see
+ * lib/template.ts), else from the image. Returns the template's launch when
+ * there is none yet, for prepare to start once the job's container is ready
+ * (two remappings at once would slow this job down).
+ */
+async function createContainer(
+  ctx: Context,
+  lxd: Lxd,
+  spec: InstanceSpec,
+  host: string,
+): Promise<(() => void) | undefined> {
+  const template = ctx.settings.instance.template ? await templateFor(spec, host) : undefined;
+  const state: TemplateState = template
+    ? await templateState(lxd, template, ctx.log).catch((error) => {
+      ctx.log.warn(`could not use the template container: ${(error as Error).message}`);
+      return {};
+    })
+    : {};
+  if ("ready" in state) {
+    try {
+      await createReplacingLeftover(ctx, lxd, copyOf(spec, state.ready));
+      ctx.log.debug(`created ${spec.name} as a copy of template ${state.ready}`);
+      return undefined;
+    } catch (error) {
+      // Deleted meanwhile (gc): the image is still there.
+      if (!(error instanceof LxdError && error.notFound)) throw error;
+      ctx.log.debug(`template ${state.ready} is gone: creating ${spec.name} from the image`);
+    }
+  }
+  await createReplacingLeftover(ctx, lxd, spec);
+  return "launch" in state ? state.launch : undefined;
 }
 
 /**

@@ -212,3 +212,30 @@ Deno.test("gc() does not delete a warm container it could not retire", async () 
   assert.deepEqual(h.written, []);
   assert.match(h.lines.join("\n"), /could not retire pool container warm/);
 });
+
+Deno.test("gc() deletes templates by age like other containers, saying they are templates", async () => {
+  const template = (name: string, created: string) => ({
+    name,
+    status: "Stopped",
+    config: {
+      "user.lxd-driver.managed": "true",
+      "user.lxd-driver.host": HOST,
+      "user.lxd-driver.created": created,
+      "user.lxd-driver.template": "ready",
+    },
+  });
+  const h = harness({
+    script: [
+      listing([
+        template("lxd-driver-template-old", ago(2 * HOUR)),
+        template("lxd-driver-template-new", ago(60_000)),
+      ]),
+      OK,
+    ],
+  });
+  await gc(h.ctx, h.lxd, HOUR, NOW, STATE_DIR);
+  assert.deepEqual(h.lxc.calls, [LIST, ["delete", "--force", "--", "lxd-driver-template-old"]]);
+  assert.deepEqual(h.written, [
+    `deleted lxd-driver-template-old (a template, created ${ago(2 * HOUR)})\n`,
+  ]);
+});

@@ -8,6 +8,7 @@ import { BuildFailure, SystemFailure } from "../../lib/errors.ts";
 import type { InstanceSpec } from "../../lib/instance_spec.ts";
 import { LxdError } from "../../lib/lxd.ts";
 import { prepare } from "../../stages/prepare.ts";
+import { templateFor } from "../../lib/template.ts";
 import {
   type Harness,
   harness,
@@ -148,8 +149,11 @@ interface Run {
   readonly error: unknown;
 }
 
-/** Runs prepare and records what it did; checks the parts replaced by placeholders. */
-async function run(h: Harness): Promise<Run> {
+/**
+ * Runs prepare and records what it did; checks the parts replaced by
+ * placeholders. Nothing may be started detached unless `detached` is set.
+ */
+async function run(h: Harness, detached = false): Promise<Run> {
   const from = Date.now();
   let error: unknown;
   try {
@@ -162,10 +166,12 @@ async function run(h: Harness): Promise<Run> {
   const calls = h.lxc.calls.map((argv) => {
     const copy = [...argv];
     const data = copy.indexOf("--data");
-    if (copy[0] === "query" && data >= 0) {
+    if (copy[0] === "query" && data >= 0 && /\/1\.0\/instances(\?|$)/.test(copy.at(-1)!)) {
       const body = JSON.parse(copy[data + 1]!) as InstanceSpec;
       // A creation repeated after deleting a leftover must send the same request.
-      if (spec) assert.deepEqual(body, spec, "every creation request alike");
+      if (spec?.source.type === body.source.type) {
+        assert.deepEqual(body, spec, "every creation request alike");
+      }
       spec = body;
       copy[data + 1] = "<spec>";
     }
@@ -195,14 +201,14 @@ async function run(h: Harness): Promise<Run> {
     assert.ok(time >= from && time <= to, `${created} not within the run`);
   }
   assert.deepEqual(h.lxc.otherCliCalls, []);
-  // Only a claim from the warm pool starts anything detached.
-  assert.deepEqual(h.lxc.detachedCalls, []);
+  // Only a claim from the warm pool, or a template's launch, starts anything detached.
+  if (!detached) assert.deepEqual(h.lxc.detachedCalls, []);
   return { calls, spec, created, error };
 }
 
 /** Runs prepare, which must succeed. */
-async function succeeded(h: Harness): Promise<Run> {
-  const result = await run(h);
+async function succeeded(h: Harness, detached = false): Promise<Run> {
+  const result = await run(h, detached);
   if (result.error !== undefined) throw result.error;
   return result;
 }
@@ -251,13 +257,25 @@ function expectedSpec(created: string | undefined, parts: SpecParts = {}): Insta
   };
 }
 
-/** A harness for job 42 with `env` added to its environment. */
+/**
+ * A harness for job 42 with `env` added to its environment. Templates
+ * (`[instance] template`, on by default) are off unless `template` is set:
+ * their calls are tested on their own, under "templates" below.
+ */
 async function jobHarness(
-  options: Omit<HarnessOptions, "env"> & { env?: Record<string, string> },
+  options: Omit<HarnessOptions, "env"> & { env?: Record<string, string>; template?: boolean },
 ): Promise<Harness & AsyncDisposable> {
   const payload = await payloadFile();
   const h = harness({ ...options, env: jobEnv(payload, options.env ?? {}) });
-  return { ...h, [Symbol.asyncDispose]: () => payload[Symbol.asyncDispose]() };
+  const { settings } = h.ctx;
+  const ctx = {
+    ...h.ctx,
+    settings: {
+      ...settings,
+      instance: { ...settings.instance, template: options.template ?? false },
+    },
+  };
+  return { ...h, ctx, [Symbol.asyncDispose]: () => payload[Symbol.asyncDispose]() };
 }
 
 /** A temporary directory, removed when disposed. */
@@ -1301,4 +1319,226 @@ Deno.test("prepare() gives up on readiness output cut short at ready_timeout, sa
       `its output was cut short ${execs} time(s)`,
   );
   assert.deepEqual(calls.at(-1), DELETE);
+});
+
+// --- templates (lib/template.ts) ------------------------------------------------------------
+
+/** The template of the containers expectedSpec() describes. */
+async function expectedTemplate(): Promise<InstanceSpec> {
+  const template = await templateFor(expectedSpec(new Date().toISOString()), Deno.hostname());
+  assert.ok(template);
+  return template;
+}
+
+async function templateGet(): Promise<string[]> {
+  const { name } = await expectedTemplate();
+  return ["query", "--wait", "--request", "GET", "--", `/1.0/instances/${name}`];
+}
+
+function templateReply(status: string, config: Record<string, string>): Reply {
+  return { stdout: JSON.stringify({ name: "t", status, config, expanded_config: config }) };
+}
+
+const MAP = '[{"Isuid":true,"Isgid":false,"Hostid":100000,"Nsid":0,"Maprange":65536}]';
+
+async function templatePatch(state: string): Promise<string[]> {
+  const { name } = await expectedTemplate();
+  const body = { config: { "user.lxd-driver.template": state, "raw.lxc": "" } };
+  return [
+    "query",
+    "--wait",
+    "--request",
+    "PATCH",
+    "--data",
+    JSON.stringify(body),
+    "--",
+    `/1.0/instances/${name}`,
+  ];
+}
+
+Deno.test("prepare() without a template creates from the image, then launches the template in the background", async () => {
+  let detachedAtReadiness = -1;
+  await using h = await jobHarness({
+    settings: LOCAL_DEFAULT,
+    template: true,
+    script: [...found(), INSTANCE_NOT_FOUND, OK, OK, PROBE_ALL],
+    respond: (argv) => {
+      if (argv[0] === "exec") detachedAtReadiness = h.lxc.detachedCalls.length;
+      return undefined;
+    },
+  });
+  const { calls, spec, created } = await succeeded(h, true);
+  assert.deepEqual(calls, [...localLookup(), await templateGet(), CREATE, START, ready()]);
+  assert.deepEqual(spec, expectedSpec(created));
+  assert.equal(detachedAtReadiness, 0, "the template waits until the job's container is ready");
+  const template = await expectedTemplate();
+  const [launch, ...others] = h.lxc.detachedCalls;
+  assert.deepEqual(others, []);
+  assert.ok(launch);
+  assert.deepEqual(launch.slice(0, 4), ["launch", "--quiet", "--profile", "default"]);
+  assert.deepEqual(launch.slice(-3), ["--", FP, template.name]);
+  const config = launch.flatMap((arg, i) => launch[i - 1] === "--config" ? [arg] : []);
+  assert.ok(config.includes("raw.lxc=lxc.init.cmd=/bin/true"), config.join(" "));
+  assert.ok(config.includes("user.lxd-driver.template=making"), config.join(" "));
+  assert.ok(config.includes("user.lxd-driver.managed=true"), config.join(" "));
+  assert.ok(!config.some((c) => c.startsWith("user.lxd-driver.job-id")), config.join(" "));
+});
+
+Deno.test("prepare() copies the container from a ready template, removing the template's own keys", async () => {
+  await using h = await jobHarness({
+    settings: `${LOCAL_DEFAULT}[limits]\ncpu = 2\n`,
+    template: true,
+    debug: true,
+    script: [
+      ...found(),
+      templateReply("Stopped", { "user.lxd-driver.template": "ready" }),
+      OK,
+      OK,
+      PROBE_ALL,
+    ],
+  });
+  const { calls, spec, created } = await succeeded(h);
+  assert.deepEqual(calls, [...localLookup(), await templateGet(), CREATE, START, ready()]);
+  const { name } = await expectedTemplate();
+  assert.deepEqual(spec, {
+    ...expectedSpec(created, {
+      config: { "limits.cpu": "2", "user.lxd-driver.template": "", "raw.lxc": "" },
+    }),
+    source: { type: "copy", source: name, instance_only: true },
+  });
+  assert.ok(h.lines.some((l) => l.endsWith(`as a copy of template ${name}`)), h.lines.join("\n"));
+});
+
+Deno.test("prepare() marks a template that LXD remapped and stopped ready, then copies from it", async () => {
+  await using h = await jobHarness({
+    settings: LOCAL_DEFAULT,
+    template: true,
+    script: [
+      ...found(),
+      templateReply("Stopped", {
+        "user.lxd-driver.template": "making",
+        "volatile.last_state.power": "RUNNING",
+        "volatile.last_state.idmap": MAP,
+      }),
+      OK,
+      OK,
+      OK,
+      PROBE_ALL,
+    ],
+  });
+  const { calls, spec } = await succeeded(h);
+  assert.deepEqual(calls, [
+    ...localLookup(),
+    await templateGet(),
+    await templatePatch("ready"),
+    CREATE,
+    START,
+    ready(),
+  ]);
+  assert.equal(spec?.source.type, "copy");
+});
+
+Deno.test("prepare() marks a template LXD did not remap unneeded and creates from the image", async () => {
+  await using h = await jobHarness({
+    settings: LOCAL_DEFAULT,
+    template: true,
+    script: [
+      ...found(),
+      templateReply("Stopped", {
+        "user.lxd-driver.template": "making",
+        "volatile.last_state.power": "RUNNING",
+        "volatile.last_state.idmap": "[]",
+      }),
+      OK,
+      OK,
+      OK,
+      PROBE_ALL,
+    ],
+  });
+  const { calls, spec, created } = await succeeded(h);
+  assert.deepEqual(calls, [
+    ...localLookup(),
+    await templateGet(),
+    await templatePatch("unneeded"),
+    CREATE,
+    START,
+    ready(),
+  ]);
+  assert.deepEqual(spec, expectedSpec(created));
+});
+
+Deno.test("prepare() neither uses nor launches again a template that is still being made or unneeded", async () => {
+  for (
+    const reply of [
+      templateReply("Running", { "user.lxd-driver.template": "making" }),
+      templateReply("Stopped", { "user.lxd-driver.template": "making" }),
+      templateReply("Stopped", { "user.lxd-driver.template": "unneeded" }),
+      templateReply("Running", { "user.lxd-driver.template": "ready" }),
+    ]
+  ) {
+    await using h = await jobHarness({
+      settings: LOCAL_DEFAULT,
+      template: true,
+      script: [...found(), reply, OK, OK, PROBE_ALL],
+    });
+    const { calls, spec, created } = await succeeded(h);
+    assert.deepEqual(calls, [...localLookup(), await templateGet(), CREATE, START, ready()]);
+    assert.deepEqual(spec, expectedSpec(created));
+  }
+});
+
+Deno.test("prepare() gives up on a template never started two minutes after its launch", async () => {
+  const created = new Date(Date.now() - 121_000).toISOString();
+  await using h = await jobHarness({
+    settings: LOCAL_DEFAULT,
+    template: true,
+    script: [
+      ...found(),
+      templateReply("Stopped", {
+        "user.lxd-driver.template": "making",
+        "user.lxd-driver.created": created,
+      }),
+      OK,
+      OK,
+      OK,
+      PROBE_ALL,
+    ],
+  });
+  const { calls } = await succeeded(h);
+  assert.deepEqual(calls, [
+    ...localLookup(),
+    await templateGet(),
+    await templatePatch("unneeded"),
+    CREATE,
+    START,
+    ready(),
+  ]);
+});
+
+Deno.test("prepare() creates from the image when the template vanished before the copy", async () => {
+  await using h = await jobHarness({
+    settings: LOCAL_DEFAULT,
+    template: true,
+    script: [
+      ...found(),
+      templateReply("Stopped", { "user.lxd-driver.template": "ready" }),
+      { code: 1, stderr: "Error: Failed loading source instance: Instance not found\n" },
+      OK,
+      OK,
+      PROBE_ALL,
+    ],
+  });
+  const { calls, spec, created } = await succeeded(h);
+  assert.deepEqual(calls, [...localLookup(), await templateGet(), CREATE, CREATE, START, ready()]);
+  assert.deepEqual(spec, expectedSpec(created));
+});
+
+Deno.test("prepare() has no template for privileged containers", async () => {
+  await using h = await jobHarness({
+    settings: `${LOCAL_DEFAULT}[instance]\nprivileged = true\nallow_privileged = true\n`,
+    template: true,
+    script: happyReplies(),
+  });
+  const { calls } = await succeeded(h);
+  assert.deepEqual(calls, happyCalls());
 });

@@ -38,6 +38,7 @@ const DEFAULTS: Settings = {
     storagePool: "",
     readyTimeoutMs: 120_000,
     ephemeral: false,
+    template: true,
     nesting: false,
     privileged: false,
     allowPrivileged: false,
@@ -82,6 +83,7 @@ profiles = ["default", "ci"]
 storage_pool = "fast"
 ready_timeout = "5m"
 ephemeral = true
+template = false
 nesting = true
 privileged = true
 allow_privileged = true
@@ -132,6 +134,7 @@ debug = true
       storagePool: "fast",
       readyTimeoutMs: 300_000,
       ephemeral: true,
+      template: false,
       nesting: true,
       privileged: true,
       allowPrivileged: true,

@@ -23,6 +23,7 @@ import {
   uniqueJobId,
 } from "../tests/lxd.ts";
 import { Job, runnerScript, type RunOptions, type StageResult } from "../tests/runner.ts";
+import { poolStateDir } from "../lib/pool_lock.ts";
 
 const USAGE =
   `Usage: deno run -A scripts/bench.ts [--rounds N] [--concurrent N] [--quick] [--out FILE]
@@ -434,6 +435,59 @@ async function launchUntilUsable(name: string): Promise<void> {
 /** Waits (untimed) until the container's systemd has finished booting, so it sits idle. */
 async function settle(name: string): Promise<void> {
   await lxcAt("exec", name, "--", "systemctl", "is-system-running", "--wait");
+}
+
+// ---------------------------------------------------------------- the template
+
+/** How lxd-driver made its containers during the run (see lib/template.ts). */
+interface TemplateWarmup {
+  /** `copies`: of a remapped template; `unneeded`: LXD remaps nothing; `not ready`: gave up. */
+  readonly state: "copies" | "unneeded" | "not ready";
+  /** The run's first prepare (a single sample), and whether it already found a template ready. */
+  readonly firstPrepareMs: number | undefined;
+  readonly foundReady: boolean;
+  /** How long after that the template was ready to copy from. */
+  readonly readyAfterMs: number | undefined;
+}
+
+/**
+ * Before anything is timed, has the driver make its template for the
+ * benchmark's image and settings, as the first job of an image on a runner
+ * host does: a prepare launches it in the background, and a later prepare
+ * finds it finished and copies from it. Timed items then see the steady state.
+ */
+async function warmTemplate(): Promise<TemplateWarmup> {
+  const tag = "[template]";
+  print(`${tag} the first prepare launches lxd-driver's template; waiting until jobs copy from it`);
+  const started = performance.now();
+  let firstPrepareMs: number | undefined;
+  let attempts = 0;
+  const deadline = Date.now() + 120_000;
+  while (Date.now() < deadline) {
+    stopIfInterrupted();
+    const job = await newDriverJob({ LXD_DRIVER_DEBUG: "1" });
+    try {
+      const prepare = await guarded((o) => job.prepare(o));
+      await guarded((o) => job.cleanup(o));
+      if (prepare.code !== 0) throw new Error(failure("prepare", prepare));
+      firstPrepareMs ??= prepare.durationMs;
+      const readyAfterMs = performance.now() - started;
+      const foundReady = attempts++ === 0;
+      if (/as a copy of template/.test(prepare.stderr)) {
+        print(`${tag} ready after ${ms(readyAfterMs)}: containers are copies of the template`);
+        return { state: "copies", firstPrepareMs, foundReady, readyAfterMs };
+      }
+      if (/is not needed: LXD did not remap/.test(prepare.stderr)) {
+        print(`${tag} not needed: LXD remaps nothing on this host`);
+        return { state: "unneeded", firstPrepareMs, foundReady, readyAfterMs };
+      }
+    } finally {
+      await retire(job);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+  print(`${tag} the template was not ready within 2 minutes: containers come from the image`);
+  return { state: "not ready", firstPrepareMs, foundReady: false, readyAfterMs: undefined };
 }
 
 // ---------------------------------------------------------------- the host
@@ -905,6 +959,34 @@ async function warmMembers(): Promise<{ name: string; status: string }[]> {
     );
 }
 
+/**
+ * Deletes every container of the pool item's host identity, including the
+ * refill after the last claim: a detached launch that LXD may not list yet,
+ * recorded among the pool's pending launches until it appears.
+ */
+async function removePoolHost(): Promise<void> {
+  const pendingFile = `${poolStateDir()}/pending.json`;
+  const deleted = new Set<string>();
+  const deadline = Date.now() + 30_000;
+  while (true) {
+    const listed = await lxcAt("list", "--format", "json");
+    const mine = listed.code === 0
+      ? (JSON.parse(listed.stdout) as { name: string; config: Record<string, string> | null }[])
+        .filter((i) => i.config?.["user.lxd-driver.host"] === POOL_HOST)
+      : [];
+    for (const instance of mine) {
+      if ((await lxcAt("delete", "--force", instance.name)).code === 0) deleted.add(instance.name);
+    }
+    const pending = await Deno.readTextFile(pendingFile).then(
+      (text) => Object.entries(JSON.parse(text) as Record<string, { host?: string }>),
+      () => [],
+    );
+    const launching = pending.filter(([name, l]) => l.host === POOL_HOST && !deleted.has(name));
+    if (launching.length === 0 || Date.now() > deadline) return;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}
+
 /** Waits until the pool has a started container that has finished booting, as a pool in steady state has. */
 async function waitForWarm(): Promise<void> {
   const deadline = Date.now() + READY_TIMEOUT_MS;
@@ -924,8 +1006,10 @@ async function waitForWarm(): Promise<void> {
 async function benchPool(options: Options): Promise<PoolResult> {
   const tag = "[5/5 warm pool]";
   const remote = REMOTE ? `remote = "${REMOTE}"\nproject = "${PROJECT}"\n` : "";
+  // Templates off: a job of the pool's own host identity would launch one in the background,
+  // disturbing the rounds, and the pool's refills launch from the image either way.
   const settings = await settingsFile(
-    `\n[lxd]\nhost_id = "${POOL_HOST}"\n${remote}\n[pool]\nsize = 1\n`,
+    `template = false\n[lxd]\nhost_id = "${POOL_HOST}"\n${remote}\n[pool]\nsize = 1\n`,
   );
   const warm = new Series();
   try {
@@ -961,13 +1045,7 @@ async function benchPool(options: Options): Promise<PoolResult> {
     warm.add(undefined, errorText(error));
     print(`${tag} FAILED: ${errorText(error)}`);
   } finally {
-    // The refill after the last claim (a detached launch LXD may not list yet),
-    // and anything else of this run's pool.
-    const deadline = Date.now() + 15_000;
-    while (Date.now() < deadline && (await warmMembers()).length === 0) {
-      await new Promise((resolve) => setTimeout(resolve, 250));
-    }
-    for (const member of await warmMembers()) await lxcAt("delete", "--force", member.name);
+    await removePoolHost();
     await Deno.remove(settings).catch(() => {});
   }
   return { warm };
@@ -975,6 +1053,7 @@ async function benchPool(options: Options): Promise<PoolResult> {
 
 interface Results {
   readonly options: Options;
+  readonly template: TemplateWarmup;
   readonly host: Host;
   readonly runStage: RunStageResult;
   readonly prepareCleanup: Map<string, UpDown>;
@@ -1007,6 +1086,38 @@ function failureNotes(entries: [string, Series | undefined][]): string[] {
 
 const FLAGS_LINE = (o: Options) =>
   `${o.rounds} round(s) for items 1–3, ${o.concurrent} concurrent jobs in item 4`;
+
+/** What item 2 says about how lxd-driver made its containers in this run. */
+function templateNote(t: TemplateWarmup): string[] {
+  const first = t.foundReady
+    ? "The template was there from an earlier run."
+    : `The run's first lxd-driver prepare, made from the image before any template existed, took ` +
+      `${ms(t.firstPrepareMs)} (a single sample; the template's launch starts after it), and the ` +
+      `template was ready ${ms(t.readyAfterMs)} after that prepare began.`;
+  switch (t.state) {
+    case "copies":
+      return [
+        "On this host LXD rewrites the owner of every file of a new unprivileged container on its",
+        "first start (no idmapped mounts for the root disk: LXD 5.0), and lxd-driver avoids that:",
+        "its containers are copies of a stopped template that LXD has remapped once (see",
+        '"Templates" in README.md). Raw lxc and the example launch from the image and pay for the',
+        `remapping every time. ${first}`,
+        "",
+      ];
+    case "unneeded":
+      return [
+        "LXD remaps nothing on this host (idmapped mounts), so lxd-driver's template is not",
+        `needed and its containers come from the image, like the others'. ${first}`,
+        "",
+      ];
+    case "not ready":
+      return [
+        "lxd-driver's template was not ready within two minutes, so its containers came from",
+        `the image, like the others'. ${first}`,
+        "",
+      ];
+  }
+}
 
 function render(r: Results): { markdown: string; checks: string[] } {
   const { options } = r;
@@ -1102,6 +1213,7 @@ function render(r: Results): { markdown: string; checks: string[] } {
     "labels the container, waits until systemd reports running or degraded, creates the",
     "builds and cache directories and checks for the shell and git.",
     "",
+    ...templateNote(r.template),
   );
   const pcRows: string[][] = [];
   for (const [name, series] of pc) {
@@ -1345,6 +1457,7 @@ async function main(): Promise<number> {
   let results: Results | undefined;
   try {
     const host = await describeHost(options);
+    const template = await warmTemplate();
     const runStage = await benchRunStage(options);
     const prepareCleanup = await benchPrepareCleanup(options);
     const breakdown = await prepareBreakdown();
@@ -1352,6 +1465,7 @@ async function main(): Promise<number> {
     const concurrent = await benchConcurrent(options);
     const pool = await benchPool(options);
     results = {
+      template,
       pool,
       options,
       host,

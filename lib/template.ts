@@ -30,7 +30,7 @@ const NAME_PREFIX = "lxd-driver-template-";
 /** Starting the template with this as init makes LXD remap its files, and nothing boots. */
 const NO_BOOT = "lxc.init.cmd=/bin/true";
 /** A template still not started this long after its launch never will be. */
-const START_DEADLINE_MS = 120_000;
+export const START_DEADLINE_MS = 120_000;
 
 /** Settings keys whose value changes the map LXD remaps to, or that a template cannot carry. */
 const NOT_TEMPLATED = ["security.privileged", "security.idmap.isolated", "raw.idmap", "raw.lxc"];
@@ -80,6 +80,18 @@ export async function templateFor(
     },
     devices: root ? { root } : {},
   };
+}
+
+/**
+ * Whether gc must leave a template alone for now: its launch may still be
+ * running (deleting it would only fail, or be undone by the launch).
+ */
+export function templateInTheMaking(
+  config: Readonly<Record<string, string>>,
+  now: number,
+): boolean {
+  const created = Date.parse(config[CREATED] ?? "");
+  return config[TEMPLATE] === "making" && !(now - created > START_DEADLINE_MS);
 }
 
 /**

@@ -955,7 +955,8 @@ async function warmMembers(): Promise<{ name: string; status: string }[]> {
     config: Record<string, string>;
   }[])
     .filter((i) =>
-      i.config["user.lxd-driver.host"] === POOL_HOST && i.config["user.lxd-driver.pool"] === "warm"
+      i.config?.["user.lxd-driver.host"] === POOL_HOST &&
+      i.config?.["user.lxd-driver.pool"] === "warm"
     );
 }
 

@@ -3,22 +3,23 @@
  * a given age (e.g. after a runner crash left some behind), warm pool
  * containers beyond `[pool] size` (a pool that was shrunk or turned off),
  * and pool containers left `retiring` by a deletion that did not finish.
- * Templates (lib/template.ts) go by age too: the next job launches a new
- * one, from the image as it is then.
+ * Templates (lib/template.ts) go by age too, except while being made: the
+ * next job launches a new one, from the image as it is then.
  * Containers without the driver's labels, or made by another runner host
  * sharing the same LXD, are never touched.
  */
 import type { Context } from "../lib/context.ts";
 import { SystemFailure } from "../lib/errors.ts";
 import { createdAt, hostIdentity, isManaged, madeBy } from "../lib/labels.ts";
-import type { InstanceSummary, Lxd } from "../lib/lxd.ts";
+import { type InstanceSummary, type Lxd, LxdError } from "../lib/lxd.ts";
 import { markRetiring, POOL, warmMembers } from "../lib/pool.ts";
 import { poolStateDir, withPoolLock } from "../lib/pool_lock.ts";
-import { TEMPLATE } from "../lib/template.ts";
+import { TEMPLATE, templateInTheMaking } from "../lib/template.ts";
 
 interface Victim {
   readonly name: string;
   readonly why: string;
+  readonly template?: boolean;
 }
 
 export async function gc(
@@ -55,11 +56,14 @@ export async function gc(
             ? `created ${createdAt(instance.config)!.toISOString()}`
             : `beyond [pool] size ${size}`,
         });
-      } else if (isOld(instance)) {
-        const template = instance.config[TEMPLATE] !== undefined ? "a template, " : "";
+      } else if (isOld(instance) && !templateInTheMaking(instance.config, now.getTime())) {
+        const template = instance.config[TEMPLATE] !== undefined;
         chosen.push({
           name: instance.name,
-          why: `${template}created ${createdAt(instance.config)!.toISOString()}`,
+          why: `${template ? "a template, " : ""}created ${
+            createdAt(instance.config)!.toISOString()
+          }`,
+          template,
         });
       }
     }
@@ -74,6 +78,11 @@ export async function gc(
         await ctx.write(`deleted ${victim.name} (${victim.why})\n`);
       }
     } catch (error) {
+      // A job's prepare copying from a template holds it for a moment; the next gc takes it.
+      if (victim.template && error instanceof LxdError && /busy/i.test(error.stderr)) {
+        ctx.log.warn(`kept template ${victim.name} for now: LXD is using it`);
+        continue;
+      }
       failures++;
       ctx.log.error(`could not delete ${victim.name}: ${(error as Error).message}`);
     }

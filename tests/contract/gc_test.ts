@@ -239,3 +239,43 @@ Deno.test("gc() deletes templates by age like other containers, saying they are 
     `deleted lxd-driver-template-old (a template, created ${ago(2 * HOUR)})\n`,
   ]);
 });
+
+Deno.test("gc() leaves a template being made alone, and keeps one LXD is busy with", async () => {
+  const template = (name: string, state: string, created: string) => ({
+    name,
+    status: "Running",
+    config: {
+      "user.lxd-driver.managed": "true",
+      "user.lxd-driver.host": HOST,
+      "user.lxd-driver.created": created,
+      "user.lxd-driver.template": state,
+    },
+  });
+  const h = harness({
+    script: [
+      listing([
+        template("lxd-driver-template-launching", "making", ago(60_000)),
+        template("lxd-driver-template-stuck", "making", ago(3 * 60_000)),
+        template("lxd-driver-template-in-use", "ready", ago(2 * HOUR)),
+      ]),
+      OK,
+      {
+        code: 1,
+        stderr:
+          'Error: Failed to create instance delete operation: Instance is busy running a "copy" operation\n',
+      },
+    ],
+  });
+  await gc(h.ctx, h.lxd, 0, NOW, STATE_DIR);
+  assert.deepEqual(h.lxc.calls, [
+    LIST,
+    ["delete", "--force", "--", "lxd-driver-template-stuck"],
+    ["delete", "--force", "--", "lxd-driver-template-in-use"],
+  ]);
+  assert.deepEqual(h.written, [
+    `deleted lxd-driver-template-stuck (a template, created ${ago(3 * 60_000)})\n`,
+  ]);
+  assert.deepEqual(h.lines, [
+    "WARNING: kept template lxd-driver-template-in-use for now: LXD is using it",
+  ]);
+});

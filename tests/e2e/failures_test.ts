@@ -21,7 +21,7 @@ const settings = await settingsFile();
 async function containersOfJob(jobId: number): Promise<string[]> {
   const list = await lxc("list", "--format", "json");
   return (JSON.parse(list.stdout) as { name: string; config: Record<string, string> }[])
-    .filter((i) => i.config["user.lxd-driver.job-id"] === String(jobId)).map((i) => i.name);
+    .filter((i) => i.config?.["user.lxd-driver.job-id"] === String(jobId)).map((i) => i.name);
 }
 
 Deno.test({

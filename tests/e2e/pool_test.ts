@@ -33,7 +33,7 @@ async function poolMembers(host: string): Promise<PoolMember[]> {
     config: Record<string, string>;
   }[];
   return all.filter((i) =>
-    i.config["user.lxd-driver.host"] === host && i.config["user.lxd-driver.pool"] === "warm"
+    i.config?.["user.lxd-driver.host"] === host && i.config?.["user.lxd-driver.pool"] === "warm"
   )
     .map((i) => ({
       name: i.name,
@@ -61,7 +61,7 @@ async function removeHost(host: string): Promise<void> {
   do {
     const list = await lxc("list", "--format", "json");
     for (const i of JSON.parse(list.stdout) as { name: string; config: Record<string, string> }[]) {
-      if (i.config["user.lxd-driver.host"] !== host) continue;
+      if (i.config?.["user.lxd-driver.host"] !== host) continue;
       await lxc("delete", "--force", i.name);
       launching.delete(i.name);
     }

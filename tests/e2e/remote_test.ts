@@ -231,7 +231,7 @@ Deno.test({
     const off = await remoteSettings(`host_id = "${host}"`, `[pool]\nsize = 0\n`);
     const warmMembers = async () =>
       (await projectInstances()).filter((i) =>
-        i.config[HOST_LABEL] === host && i.config[POOL_LABEL] === "warm"
+        i.config?.[HOST_LABEL] === host && i.config?.[POOL_LABEL] === "warm"
       );
     try {
       const first = await Job.create({

@@ -16,7 +16,8 @@
  * A missing template is launched in the background (a detached `lxc launch`)
  * and finished by the first prepare that finds it stopped; until then jobs
  * are created from the image as before. Where LXD remaps nothing (Incus, or
- * LXD with idmapped mounts) the template is marked `unneeded` and never used.
+ * LXD with idmapped mounts), and in a cluster without `[lxd] target`, the
+ * template is marked `unneeded` and never used.
  */
 import type { InstanceSpec } from "./instance_spec.ts";
 import { CREATED, HOST, LABEL_PREFIX, MANAGED } from "./labels.ts";
@@ -30,7 +31,7 @@ const NAME_PREFIX = "lxd-driver-template-";
 /** Starting the template with this as init makes LXD remap its files, and nothing boots. */
 const NO_BOOT = "lxc.init.cmd=/bin/true";
 /** A template still not started this long after its launch never will be. */
-export const START_DEADLINE_MS = 120_000;
+const START_DEADLINE_MS = 120_000;
 
 /** Settings keys whose value changes the map LXD remaps to, or that a template cannot carry. */
 const NOT_TEMPLATED = ["security.privileged", "security.idmap.isolated", "raw.idmap", "raw.lxc"];
@@ -38,7 +39,7 @@ const NOT_TEMPLATED = ["security.privileged", "security.idmap.isolated", "raw.id
 /**
  * The template for `spec`: named after everything a copy takes from it (the
  * image, profiles, root disk and the settings' config keys; not the job's
- * labels, limits requests or cache mount), so that settings that change
+ * labels, limits, requests or cache mount), so that settings that change
  * make a new one. Undefined for containers that LXD never remaps
  * (privileged) or whose map is their own.
  */
@@ -125,7 +126,12 @@ export async function templateState(
   now = Date.now(),
 ): Promise<TemplateState> {
   let found:
-    | { status?: string; config?: Record<string, string>; expanded_config?: Record<string, string> }
+    | {
+      status?: string;
+      location?: string;
+      config?: Record<string, string>;
+      expanded_config?: Record<string, string>;
+    }
     | undefined;
   try {
     found = await lxd.query("GET", `/1.0/instances/${encodeURIComponent(template.name)}`) as
@@ -143,7 +149,13 @@ export async function templateState(
   }
   const config = found?.config ?? {};
   const state = config[TEMPLATE];
-  if (state === "ready") return found?.status === "Stopped" ? { ready: template.name } : {};
+  // In a cluster, a copy lands where the cluster places it: without [lxd] target that may be
+  // another member, and a copy between members is slower than creating from the image.
+  const location = found?.location ?? "none";
+  const elsewhere = !lxd.target.member && location !== "none" && location !== "";
+  if (state === "ready") {
+    return found?.status === "Stopped" && !elsewhere ? { ready: template.name } : {};
+  }
   if (state !== "making" || found?.status !== "Stopped") return {};
   // LXD records the power state once the container has been started.
   const started = config["volatile.last_state.power"] !== undefined;
@@ -153,7 +165,7 @@ export async function templateState(
   const ownMap = NOT_TEMPLATED.some((key) =>
     key !== "raw.lxc" && !["", "false"].includes(found?.expanded_config?.[key] ?? "")
   );
-  const remapped = started && !ownMap &&
+  const remapped = started && !ownMap && !elsewhere &&
     (config["volatile.last_state.idmap"] ?? "[]") !== "[]";
   try {
     await lxd.patch(template.name, {

@@ -548,6 +548,9 @@ async function describeHost(options: Options): Promise<Host> {
 }
 
 /** `<pool> (<driver>)` for the default profile's root disk. */
+/** The root disk's pool when it is btrfs (set by rootPoolDriver), for quietStorage. */
+let btrfsPool: string | undefined;
+
 async function rootPoolDriver(): Promise<string> {
   const profile = await lxcAt("query", "/1.0/profiles/default");
   if (profile.code !== 0) return "unknown";
@@ -560,7 +563,45 @@ async function rootPoolDriver(): Promise<string> {
   const driver = answer.code === 0
     ? (JSON.parse(answer.stdout) as { driver?: string }).driver ?? "unknown"
     : "unknown";
-  return `${driver} (pool ${pool})`;
+  if (driver === "btrfs") btrfsPool = pool;
+  return `${driver} (pool ${pool}${driver === "btrfs" && !REMOTE ? await btrfsQuotas(pool) : ""})`;
+}
+
+/**
+ * Whether the local btrfs pool accounts quotas (qgroups): LXD turns them on
+ * for the first root disk with a size (the tests' disk limit), and from then
+ * on every deletion costs btrfs far more work in the background.
+ */
+async function btrfsQuotas(pool: string): Promise<string> {
+  const out = await new Deno.Command("btrfs", {
+    args: ["qgroup", "show", `/var/lib/lxd/storage-pools/${pool}`],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).output().catch(() => undefined);
+  if (!out) return "";
+  if (out.success) return ", quotas on";
+  return /not enabled/i.test(decoder.decode(out.stderr)) ? ", quotas off" : "";
+}
+
+/**
+ * Waits (up to two minutes) until btrfs has cleaned up the subvolumes of
+ * deleted containers, which it does in the background and, with quotas on,
+ * slowly: an item started meanwhile would share the host with that work.
+ */
+async function quietStorage(pool: string | undefined): Promise<void> {
+  if (!pool || REMOTE) return;
+  const deadline = Date.now() + 120_000;
+  while (Date.now() < deadline) {
+    const out = await new Deno.Command("btrfs", {
+      args: ["subvolume", "list", "-d", `/var/lib/lxd/storage-pools/${pool}`],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "null",
+    }).output().catch(() => undefined);
+    if (!out?.success || decoder.decode(out.stdout).trim() === "") return;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
 }
 
 // ---------------------------------------------------------------- item 1: the run stage
@@ -1437,8 +1478,10 @@ async function main(): Promise<number> {
   if (!options.example) {
     print(`bench: ${EXAMPLE_ENV} is not set: the GitLab example's columns are left out`);
   }
+  // The driver's defaults, templates included (the tests' settings turn them off).
   driverSettings = await settingsFile(
-    REMOTE ? `\n[lxd]\nremote = "${REMOTE}"\nproject = "${PROJECT}"\n` : "",
+    "template = true\n" +
+      (REMOTE ? `\n[lxd]\nremote = "${REMOTE}"\nproject = "${PROJECT}"\n` : ""),
   );
   scratch = await Deno.makeTempDir({ prefix: "lxd-driver-bench-" });
   const onSignal = (code: number) => () => {
@@ -1459,11 +1502,17 @@ async function main(): Promise<number> {
   try {
     const host = await describeHost(options);
     const template = await warmTemplate();
+    // Each item starts once btrfs has cleaned up after the one before.
+    await quietStorage(btrfsPool);
     const runStage = await benchRunStage(options);
+    await quietStorage(btrfsPool);
     const prepareCleanup = await benchPrepareCleanup(options);
     const breakdown = await prepareBreakdown();
+    await quietStorage(btrfsPool);
     const whole = await benchWholeJob(options);
+    await quietStorage(btrfsPool);
     const concurrent = await benchConcurrent(options);
+    await quietStorage(btrfsPool);
     const pool = await benchPool(options);
     results = {
       template,

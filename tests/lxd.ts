@@ -90,7 +90,8 @@ export function uniqueJobId(): number {
  * Writes a settings file for the tests and returns its path. `extra` is
  * appended inside `[instance]` (bare keys) and may open tables of its own;
  * `[lxd] cli` is always TEST_CLI, added to the `[lxd]` table `extra` opens
- * (TOML forbids a second one), or in a table of its own.
+ * (TOML forbids a second one), or in a table of its own. `[instance] template`
+ * is false unless `extra` sets it.
  */
 export async function settingsFile(extra = ""): Promise<string> {
   const path = await Deno.makeTempFile({ prefix: "lxd-driver-settings-", suffix: ".toml" });
@@ -107,13 +108,16 @@ export function settingsText(extra = ""): string {
       ? extra // the caller chose the client itself
       : extra.replace(lxdTable, (header) => `${header}\n${cli}`))
     : `${extra}\n\n[lxd]\n${cli}`;
+  // Templates (lib/template.ts) are off unless a test turns them on: most tests make containers
+  // of settings of their own (a profile, a pool, a host id) that would each leave a template behind.
+  const template = /^[ \t]*template[ \t]*=/m.test(extra) ? "" : "template = false\n";
   return `[image]
 default = "${BOOKWORM}"
 allowed = ["lxd-driver-test/*"]
 
 [instance]
 ready_timeout = "60s"
-${withCli}
+${template}${withCli}
 `;
 }
 

@@ -1335,8 +1335,10 @@ async function templateGet(): Promise<string[]> {
   return ["query", "--wait", "--request", "GET", "--", `/1.0/instances/${name}`];
 }
 
-function templateReply(status: string, config: Record<string, string>): Reply {
-  return { stdout: JSON.stringify({ name: "t", status, config, expanded_config: config }) };
+function templateReply(status: string, config: Record<string, string>, location = "none"): Reply {
+  return {
+    stdout: JSON.stringify({ name: "t", status, location, config, expanded_config: config }),
+  };
 }
 
 const MAP = '[{"Isuid":true,"Isgid":false,"Hostid":100000,"Nsid":0,"Maprange":65536}]';
@@ -1541,4 +1543,40 @@ Deno.test("prepare() has no template for privileged containers", async () => {
   });
   const { calls } = await succeeded(h);
   assert.deepEqual(calls, happyCalls());
+});
+
+Deno.test("prepare() does not use a template in a cluster without [lxd] target", async () => {
+  const made = {
+    "user.lxd-driver.template": "making",
+    "volatile.last_state.power": "RUNNING",
+    "volatile.last_state.idmap": MAP,
+  };
+  await using h = await jobHarness({
+    settings: LOCAL_DEFAULT,
+    template: true,
+    script: [...found(), templateReply("Stopped", made, "node-3"), OK, OK, OK, PROBE_ALL],
+  });
+  const { calls, spec, created } = await succeeded(h);
+  assert.deepEqual(calls, [
+    ...localLookup(),
+    await templateGet(),
+    await templatePatch("unneeded"),
+    CREATE,
+    START,
+    ready(),
+  ]);
+  assert.deepEqual(spec, expectedSpec(created));
+
+  await using readyElsewhere = await jobHarness({
+    settings: LOCAL_DEFAULT,
+    template: true,
+    script: [
+      ...found(),
+      templateReply("Stopped", { "user.lxd-driver.template": "ready" }, "node-3"),
+      OK,
+      OK,
+      PROBE_ALL,
+    ],
+  });
+  assert.equal((await succeeded(readyElsewhere)).spec?.source.type, "image");
 });

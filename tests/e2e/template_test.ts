@@ -74,7 +74,7 @@ for (const image of [BOOKWORM, BUSYBOX]) {
       // The busybox image has neither bash nor git.
       const busybox = image === BUSYBOX;
       const settings = await settingsFile(
-        `${busybox ? '\n[job]\nshell = "sh"\n' : ""}\n[lxd]\nhost_id = "${host}"\n`,
+        `template = true\n${busybox ? '[job]\nshell = "sh"\n' : ""}\n[lxd]\nhost_id = "${host}"\n`,
       );
       const text = (await Deno.readTextFile(settings)).replace(
         `default = "${BOOKWORM}"`,

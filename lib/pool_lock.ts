@@ -3,7 +3,8 @@
  * holding the lock that serialises every pool decision on this host (claims,
  * refills, gc), and the record of refill launches that have been started but
  * that LXD may not list yet. Without that record, prepares arriving together
- * would each see the pool short and launch the same refill again.
+ * would each see the pool short and launch the same refill again. Template
+ * launches (lib/template.ts) are recorded here too, one file each.
  */
 import { SystemFailure } from "./errors.ts";
 
@@ -89,6 +90,26 @@ async function ensurePrivateDir(dir: string): Promise<void> {
       }); remove it and let the driver create it again`,
     );
   }
+}
+
+/**
+ * Records that `name` is being launched in the background, unless a launch
+ * of it was recorded less than `ttlMs` ago; true when the caller should
+ * launch. Keeps a launch that keeps failing (e.g. refused by LXD) from being
+ * started again by every job.
+ */
+export async function recordLaunch(dir: string, name: string, ttlMs: number): Promise<boolean> {
+  await ensurePrivateDir(dir);
+  const path = `${dir}/launched-${name}`;
+  const last = await Deno.stat(path).then((info) => info.mtime?.getTime(), () => undefined);
+  if (last !== undefined && Date.now() - last < ttlMs) return false;
+  await Deno.writeTextFile(path, new Date().toISOString() + "\n", { mode: 0o600 });
+  return true;
+}
+
+/** Forgets the record of `name`'s launch (it has appeared). */
+export async function forgetLaunch(dir: string, name: string): Promise<void> {
+  await Deno.remove(`${dir}/launched-${name}`).catch(() => {});
 }
 
 async function readPending(dir: string): Promise<PendingLaunches> {

@@ -24,6 +24,7 @@ import { CREATED, HOST, LABEL_PREFIX, MANAGED } from "./labels.ts";
 import type { Logger } from "./log.ts";
 import { type Lxd, LxdError } from "./lxd.ts";
 import { launchArgs } from "./pool.ts";
+import { forgetLaunch, poolStateDir, recordLaunch } from "./pool_lock.ts";
 
 /** `making` until a prepare found it remapped and stopped, then `ready` (or `unneeded`). */
 export const TEMPLATE = `${LABEL_PREFIX}template`;
@@ -111,7 +112,7 @@ export function copyOf(spec: InstanceSpec, template: string): InstanceSpec {
 /** What prepare can do with a template: copy from it, or launch it once the job is ready. */
 export type TemplateState =
   | { readonly ready: string }
-  | { readonly launch: () => void }
+  | { readonly launch: () => Promise<void> }
   | Record<string, never>;
 
 /**
@@ -124,6 +125,7 @@ export async function templateState(
   template: InstanceSpec,
   log: Logger,
   now = Date.now(),
+  stateDir = poolStateDir(),
 ): Promise<TemplateState> {
   let found:
     | {
@@ -140,7 +142,12 @@ export async function templateState(
   } catch (error) {
     if (!(error instanceof LxdError && error.notFound)) throw error;
     return {
-      launch: () => {
+      launch: async () => {
+        // A launch that failed leaves no container: try again after a while, not in every job.
+        if (!(await recordLaunch(stateDir, template.name, START_DEADLINE_MS))) {
+          log.debug(`template ${template.name} was launched less than 2 minutes ago`);
+          return;
+        }
         log.debug(`launching template ${template.name} in the background`);
         // A second prepare doing the same meanwhile fails at creation: the name is taken.
         lxd.spawnDetached(launchArgs(template, (name) => lxd.ref(name), lxd.target.member));
@@ -177,6 +184,7 @@ export async function templateState(
     log.debug(`template ${template.name} is still being stopped`);
     return {};
   }
+  await forgetLaunch(stateDir, template.name);
   log.debug(
     remapped
       ? `template ${template.name} is ready`

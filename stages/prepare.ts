@@ -115,7 +115,7 @@ export async function prepare(ctx: Context, lxd: Lxd): Promise<void> {
   } else {
     log.info(`Creating container ${name}`);
   }
-  let launchTemplate: (() => void) | undefined;
+  let launchTemplate: (() => Promise<void>) | undefined;
   try {
     // Later stages read the name from here rather than parsing the job payload again.
     await recordJobContainer(env, name);
@@ -147,7 +147,7 @@ export async function prepare(ctx: Context, lxd: Lxd): Promise<void> {
   }
   log.info(`Container ${name} is ready (${formatDuration(performance.now() - started)})`);
   try {
-    launchTemplate?.();
+    await launchTemplate?.();
   } catch (error) {
     log.warn(`could not launch the template container: ${(error as Error).message}`);
   }
@@ -200,7 +200,7 @@ async function createContainer(
   lxd: Lxd,
   spec: InstanceSpec,
   host: string,
-): Promise<(() => void) | undefined> {
+): Promise<(() => Promise<void>) | undefined> {
   const template = ctx.settings.instance.template ? await templateFor(spec, host) : undefined;
   const state: TemplateState = template
     ? await templateState(lxd, template, ctx.log).catch((error) => {

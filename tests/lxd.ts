@@ -9,6 +9,8 @@
  * and the driver (through `[lxd] cli` in `settingsFile()`) use it.
  */
 
+import { poolStateDir } from "../lib/pool_lock.ts";
+
 export const BOOKWORM = "lxd-driver-test/bookworm";
 export const BUSYBOX = "lxd-driver-test/busybox";
 
@@ -149,4 +151,41 @@ export async function pathWithoutGitlabRunner(): Promise<string> {
     if (!found) dirs.push(dir);
   }
   return dirs.join(":");
+}
+
+/** An instance as `lxc list --format json` gives it (config is null while LXD is still creating one). */
+export interface Listed {
+  name: string;
+  status: string;
+  config: Record<string, string> | null;
+}
+
+/** A container the driver labelled (so its config is there). */
+export type HostContainer = Listed & { config: Record<string, string> };
+
+/** The containers whose driver label names runner host `host`. */
+export async function containersOf(host: string): Promise<HostContainer[]> {
+  const list = await lxc("list", "--format", "json");
+  return (JSON.parse(list.stdout) as Listed[]).filter((i): i is HostContainer =>
+    i.config?.["user.lxd-driver.host"] === host
+  );
+}
+
+/** Deletes every container of `host`, including pool refills the driver is still launching. */
+export async function removeHost(host: string): Promise<void> {
+  // Launches the driver started for this host, which LXD may not list yet.
+  const pendingFile = `${poolStateDir()}/pending.json`;
+  const pending = await Deno.readTextFile(pendingFile).then(
+    (text) => JSON.parse(text) as Record<string, { host: string }>,
+    () => ({} as Record<string, { host: string }>),
+  );
+  const launching = new Set(Object.keys(pending).filter((name) => pending[name]!.host === host));
+  const deadline = Date.now() + 30_000;
+  do {
+    for (const i of await containersOf(host)) {
+      await lxc("delete", "--force", i.name);
+      launching.delete(i.name);
+    }
+    if (launching.size > 0) await new Promise((resolve) => setTimeout(resolve, 250));
+  } while (launching.size > 0 && Date.now() < deadline);
 }

@@ -9,6 +9,7 @@ import type { InstanceSpec } from "../../lib/instance_spec.ts";
 import { LxdError } from "../../lib/lxd.ts";
 import { prepare } from "../../stages/prepare.ts";
 import { templateFor } from "../../lib/template.ts";
+import { poolStateDir } from "../../lib/pool_lock.ts";
 import {
   type Harness,
   harness,
@@ -1324,14 +1325,14 @@ Deno.test("prepare() gives up on readiness output cut short at ready_timeout, sa
 // --- templates (lib/template.ts) ------------------------------------------------------------
 
 /** The template of the containers expectedSpec() describes. */
-async function expectedTemplate(): Promise<InstanceSpec> {
-  const template = await templateFor(expectedSpec(new Date().toISOString()), Deno.hostname());
+async function expectedTemplate(host = Deno.hostname()): Promise<InstanceSpec> {
+  const template = await templateFor(expectedSpec(new Date().toISOString(), { host }), host);
   assert.ok(template);
   return template;
 }
 
-async function templateGet(): Promise<string[]> {
-  const { name } = await expectedTemplate();
+async function templateGet(host?: string): Promise<string[]> {
+  const { name } = await expectedTemplate(host);
   return ["query", "--wait", "--request", "GET", "--", `/1.0/instances/${name}`];
 }
 
@@ -1342,6 +1343,27 @@ function templateReply(status: string, config: Record<string, string>, location 
 }
 
 const MAP = '[{"Isuid":true,"Isgid":false,"Hostid":100000,"Nsid":0,"Maprange":65536}]';
+
+/** A template whose launch has started and stopped it, with LXD's record of its files' map. */
+function launched(idmap: string): Record<string, string> {
+  return {
+    "user.lxd-driver.template": "making",
+    "volatile.last_state.power": "RUNNING",
+    "volatile.last_state.idmap": idmap,
+  };
+}
+
+/** The calls of a prepare that marks the template `state`, then creates its container. */
+async function finishingCalls(state: string): Promise<string[][]> {
+  return [
+    ...localLookup(),
+    await templateGet(),
+    await templatePatch(state),
+    CREATE,
+    START,
+    ready(),
+  ];
+}
 
 async function templatePatch(state: string): Promise<string[]> {
   const { name } = await expectedTemplate();
@@ -1359,9 +1381,13 @@ async function templatePatch(state: string): Promise<string[]> {
 }
 
 Deno.test("prepare() without a template creates from the image, then launches the template in the background", async () => {
+  // A host of its own: the launch is recorded in the host's state directory, by template name.
+  const host = `contract-${crypto.randomUUID().slice(0, 8)}`;
+  const template = await expectedTemplate(host);
+  const marker = `${poolStateDir()}/launched-${template.name}`;
   let detachedAtReadiness = -1;
   await using h = await jobHarness({
-    settings: LOCAL_DEFAULT,
+    settings: `${LOCAL_DEFAULT}[lxd]\nhost_id = "${host}"\n`,
     template: true,
     script: [...found(), INSTANCE_NOT_FOUND, OK, OK, PROBE_ALL],
     respond: (argv) => {
@@ -1369,12 +1395,30 @@ Deno.test("prepare() without a template creates from the image, then launches th
       return undefined;
     },
   });
-  const { calls, spec, created } = await succeeded(h, true);
-  assert.deepEqual(calls, [...localLookup(), await templateGet(), CREATE, START, ready()]);
-  assert.deepEqual(spec, expectedSpec(created));
-  assert.equal(detachedAtReadiness, 0, "the template waits until the job's container is ready");
-  const template = await expectedTemplate();
-  const [launch, ...others] = h.lxc.detachedCalls;
+  try {
+    const { calls, spec, created } = await succeeded(h, true);
+    assert.deepEqual(calls, [...localLookup(), await templateGet(host), CREATE, START, ready()]);
+    assert.deepEqual(spec, expectedSpec(created, { host }));
+    assert.equal(detachedAtReadiness, 0, "the template waits until the job's container is ready");
+    assert.ok((await Deno.stat(marker)).isFile, "the launch is recorded");
+    assertTemplateLaunch(h.lxc.detachedCalls, template);
+
+    // A second job within two minutes does not launch it again (it may have failed).
+    await using again = await jobHarness({
+      settings: `${LOCAL_DEFAULT}[lxd]\nhost_id = "${host}"\n`,
+      template: true,
+      debug: true,
+      script: [...found(), INSTANCE_NOT_FOUND, OK, OK, PROBE_ALL],
+    });
+    await succeeded(again);
+    assert.ok(again.lines.some((l) => l.endsWith("was launched less than 2 minutes ago")));
+  } finally {
+    await Deno.remove(marker).catch(() => {});
+  }
+});
+
+function assertTemplateLaunch(detached: string[][], template: InstanceSpec): void {
+  const [launch, ...others] = detached;
   assert.deepEqual(others, []);
   assert.ok(launch);
   assert.deepEqual(launch.slice(0, 4), ["launch", "--quiet", "--profile", "default"]);
@@ -1384,7 +1428,7 @@ Deno.test("prepare() without a template creates from the image, then launches th
   assert.ok(config.includes("user.lxd-driver.template=making"), config.join(" "));
   assert.ok(config.includes("user.lxd-driver.managed=true"), config.join(" "));
   assert.ok(!config.some((c) => c.startsWith("user.lxd-driver.job-id")), config.join(" "));
-});
+}
 
 Deno.test("prepare() copies the container from a ready template, removing the template's own keys", async () => {
   await using h = await jobHarness({
@@ -1417,11 +1461,7 @@ Deno.test("prepare() marks a template that LXD remapped and stopped ready, then 
     template: true,
     script: [
       ...found(),
-      templateReply("Stopped", {
-        "user.lxd-driver.template": "making",
-        "volatile.last_state.power": "RUNNING",
-        "volatile.last_state.idmap": MAP,
-      }),
+      templateReply("Stopped", launched(MAP)),
       OK,
       OK,
       OK,
@@ -1429,14 +1469,7 @@ Deno.test("prepare() marks a template that LXD remapped and stopped ready, then 
     ],
   });
   const { calls, spec } = await succeeded(h);
-  assert.deepEqual(calls, [
-    ...localLookup(),
-    await templateGet(),
-    await templatePatch("ready"),
-    CREATE,
-    START,
-    ready(),
-  ]);
+  assert.deepEqual(calls, await finishingCalls("ready"));
   assert.equal(spec?.source.type, "copy");
 });
 
@@ -1446,11 +1479,7 @@ Deno.test("prepare() marks a template LXD did not remap unneeded and creates fro
     template: true,
     script: [
       ...found(),
-      templateReply("Stopped", {
-        "user.lxd-driver.template": "making",
-        "volatile.last_state.power": "RUNNING",
-        "volatile.last_state.idmap": "[]",
-      }),
+      templateReply("Stopped", launched("[]")),
       OK,
       OK,
       OK,
@@ -1458,14 +1487,7 @@ Deno.test("prepare() marks a template LXD did not remap unneeded and creates fro
     ],
   });
   const { calls, spec, created } = await succeeded(h);
-  assert.deepEqual(calls, [
-    ...localLookup(),
-    await templateGet(),
-    await templatePatch("unneeded"),
-    CREATE,
-    START,
-    ready(),
-  ]);
+  assert.deepEqual(calls, await finishingCalls("unneeded"));
   assert.deepEqual(spec, expectedSpec(created));
 });
 
@@ -1507,14 +1529,7 @@ Deno.test("prepare() gives up on a template never started two minutes after its 
     ],
   });
   const { calls } = await succeeded(h);
-  assert.deepEqual(calls, [
-    ...localLookup(),
-    await templateGet(),
-    await templatePatch("unneeded"),
-    CREATE,
-    START,
-    ready(),
-  ]);
+  assert.deepEqual(calls, await finishingCalls("unneeded"));
 });
 
 Deno.test("prepare() creates from the image when the template vanished before the copy", async () => {
@@ -1546,25 +1561,14 @@ Deno.test("prepare() has no template for privileged containers", async () => {
 });
 
 Deno.test("prepare() does not use a template in a cluster without [lxd] target", async () => {
-  const made = {
-    "user.lxd-driver.template": "making",
-    "volatile.last_state.power": "RUNNING",
-    "volatile.last_state.idmap": MAP,
-  };
+  const made = launched(MAP);
   await using h = await jobHarness({
     settings: LOCAL_DEFAULT,
     template: true,
     script: [...found(), templateReply("Stopped", made, "node-3"), OK, OK, OK, PROBE_ALL],
   });
   const { calls, spec, created } = await succeeded(h);
-  assert.deepEqual(calls, [
-    ...localLookup(),
-    await templateGet(),
-    await templatePatch("unneeded"),
-    CREATE,
-    START,
-    ready(),
-  ]);
+  assert.deepEqual(calls, await finishingCalls("unneeded"));
   assert.deepEqual(spec, expectedSpec(created));
 
   await using readyElsewhere = await jobHarness({

@@ -8,6 +8,7 @@ import {
   exists,
   lxc,
   lxdAvailable,
+  removeHost,
   settingsFile,
   uniqueJobId,
   waitFor,
@@ -47,27 +48,6 @@ const warmCount = (host: string, count: number) => () =>
   poolMembers(host).then((m) =>
     m.filter((x) => x.status === "Running").length >= count ? m : undefined
   );
-
-/** Deletes every container of `host`, including refills still being launched. */
-async function removeHost(host: string): Promise<void> {
-  // Launches the driver started for this host, which LXD may not list yet.
-  const pendingFile = `${poolStateDir()}/pending.json`;
-  const pending = await Deno.readTextFile(pendingFile).then(
-    (text) => JSON.parse(text) as Record<string, { host: string }>,
-    () => ({} as Record<string, { host: string }>),
-  );
-  const launching = new Set(Object.keys(pending).filter((name) => pending[name]!.host === host));
-  const deadline = Date.now() + 30_000;
-  do {
-    const list = await lxc("list", "--format", "json");
-    for (const i of JSON.parse(list.stdout) as { name: string; config: Record<string, string> }[]) {
-      if (i.config?.["user.lxd-driver.host"] !== host) continue;
-      await lxc("delete", "--force", i.name);
-      launching.delete(i.name);
-    }
-    if (launching.size > 0) await new Promise((resolve) => setTimeout(resolve, 250));
-  } while (launching.size > 0 && Date.now() < deadline);
-}
 
 /** Points a new image alias at the image that `target` (an alias) names. */
 async function aliasTo(alias: string, target: string): Promise<void> {

@@ -11,10 +11,13 @@ import { Job } from "../runner.ts";
 import {
   BOOKWORM,
   BUSYBOX,
+  containersOf,
   DAEMON,
   expectedName,
+  type HostContainer,
   lxc,
   lxdAvailable,
+  removeHost,
   settingsFile,
   TEST_CLI,
   uniqueJobId,
@@ -23,25 +26,8 @@ import {
 
 const ignore = !(await lxdAvailable());
 
-interface Listed {
-  name: string;
-  status: string;
-  config: Record<string, string>;
-}
-
-async function containersOf(host: string): Promise<Listed[]> {
-  const list = await lxc("list", "--format", "json");
-  return (JSON.parse(list.stdout) as Listed[]).filter((i) =>
-    i.config?.["user.lxd-driver.host"] === host
-  );
-}
-
-async function removeHost(host: string): Promise<void> {
-  for (const i of await containersOf(host)) await lxc("delete", "--force", i.name);
-}
-
 /** The host's template once its launch has started and stopped it, and LXD is done with it. */
-function launchedTemplate(host: string): () => Promise<Listed | undefined> {
+function launchedTemplate(host: string): () => Promise<HostContainer | undefined> {
   return async () => {
     const template = (await containersOf(host)).find((i) =>
       i.config["user.lxd-driver.template"] !== undefined && i.status === "Stopped" &&

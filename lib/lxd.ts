@@ -42,6 +42,11 @@ export class LxdError extends SystemFailure {
     return isUnreachable(this.stderr);
   }
 
+  /** A change LXD refused because something holds the instance (e.g. its stop operation). */
+  get busy(): boolean {
+    return /busy/i.test(this.stderr);
+  }
+
   /** A creation that failed because an instance of that name exists (LXD and Incus wordings). */
   get alreadyExists(): boolean {
     return /entry already exists|UNIQUE constraint failed: instances\.|instance .* already exists/i

@@ -221,6 +221,7 @@ export function launchArgs(
   ref: (name: string) => string,
   member: string,
 ): string[] {
+  if (spec.source.type !== "image") throw new Error("launchArgs needs an image source");
   const args = ["launch", "--quiet"];
   if (member) args.push("--target", member);
   if (spec.profiles.length === 0) args.push("--no-profiles");
@@ -230,7 +231,6 @@ export function launchArgs(
   const root = spec.devices.root;
   if (root?.pool) args.push("--storage", root.pool);
   if (root?.size) args.push("--device", `root,size=${root.size}`);
-  if (spec.source.type !== "image") throw new Error("launchArgs needs an image source");
   args.push("--", ref(spec.source.fingerprint), ref(spec.name));
   return args;
 }

@@ -85,8 +85,9 @@ export async function templateFor(
 }
 
 /**
- * Whether gc must leave a template alone for now: its launch may still be
- * running (deleting it would only fail, or be undone by the launch).
+ * Whether a template's launch may still be running: it is `making` and was
+ * launched less than two minutes ago. gc leaves it alone (deleting it would
+ * only fail, or be undone by the launch), and prepare waits for it.
  */
 export function templateInTheMaking(
   config: Readonly<Record<string, string>>,
@@ -166,8 +167,7 @@ export async function templateState(
   if (state !== "making" || found?.status !== "Stopped") return {};
   // LXD records the power state once the container has been started.
   const started = config["volatile.last_state.power"] !== undefined;
-  const created = Date.parse(config[CREATED] ?? "");
-  if (!started && !(now - created > START_DEADLINE_MS)) return {};
+  if (!started && templateInTheMaking(config, now)) return {};
   // A map of its own (from a profile) would be remapped again on every copy's start.
   const ownMap = NOT_TEMPLATED.some((key) =>
     key !== "raw.lxc" && !["", "false"].includes(found?.expanded_config?.[key] ?? "")
@@ -180,7 +180,7 @@ export async function templateState(
     });
   } catch (error) {
     // LXD lists it stopped while its stop operation is still finishing.
-    if (!(error instanceof LxdError && /busy/i.test(error.stderr))) throw error;
+    if (!(error instanceof LxdError && error.busy)) throw error;
     log.debug(`template ${template.name} is still being stopped`);
     return {};
   }

@@ -18,12 +18,12 @@ import {
   exists,
   expectedName,
   lxc,
+  removeHost,
   settingsFile,
   TEST_CLI,
   uniqueJobId,
 } from "../tests/lxd.ts";
 import { Job, runnerScript, type RunOptions, type StageResult } from "../tests/runner.ts";
-import { poolStateDir } from "../lib/pool_lock.ts";
 
 const USAGE =
   `Usage: deno run -A scripts/bench.ts [--rounds N] [--concurrent N] [--quick] [--out FILE]
@@ -1001,34 +1001,6 @@ async function warmMembers(): Promise<{ name: string; status: string }[]> {
     );
 }
 
-/**
- * Deletes every container of the pool item's host identity, including the
- * refill after the last claim: a detached launch that LXD may not list yet,
- * recorded among the pool's pending launches until it appears.
- */
-async function removePoolHost(): Promise<void> {
-  const pendingFile = `${poolStateDir()}/pending.json`;
-  const deleted = new Set<string>();
-  const deadline = Date.now() + 30_000;
-  while (true) {
-    const listed = await lxcAt("list", "--format", "json");
-    const mine = listed.code === 0
-      ? (JSON.parse(listed.stdout) as { name: string; config: Record<string, string> | null }[])
-        .filter((i) => i.config?.["user.lxd-driver.host"] === POOL_HOST)
-      : [];
-    for (const instance of mine) {
-      if ((await lxcAt("delete", "--force", instance.name)).code === 0) deleted.add(instance.name);
-    }
-    const pending = await Deno.readTextFile(pendingFile).then(
-      (text) => Object.entries(JSON.parse(text) as Record<string, { host?: string }>),
-      () => [],
-    );
-    const launching = pending.filter(([name, l]) => l.host === POOL_HOST && !deleted.has(name));
-    if (launching.length === 0 || Date.now() > deadline) return;
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
-}
-
 /** Waits until the pool has a started container that has finished booting, as a pool in steady state has. */
 async function waitForWarm(): Promise<void> {
   const deadline = Date.now() + READY_TIMEOUT_MS;
@@ -1087,7 +1059,10 @@ async function benchPool(options: Options): Promise<PoolResult> {
     warm.add(undefined, errorText(error));
     print(`${tag} FAILED: ${errorText(error)}`);
   } finally {
-    await removePoolHost();
+    // Including the refill after the last claim, which LXD may not list yet.
+    await removeHost(POOL_HOST, lxcAt).catch((error) =>
+      print(`${tag} could not delete the pool's containers: ${errorText(error)}`)
+    );
     await Deno.remove(settings).catch(() => {});
   }
   return { warm };

@@ -79,7 +79,7 @@ export async function gc(
       }
     } catch (error) {
       // A job's prepare copying from a template holds it for a moment; the next gc takes it.
-      if (victim.template && error instanceof LxdError && /busy/i.test(error.stderr)) {
+      if (victim.template && error instanceof LxdError && error.busy) {
         ctx.log.warn(`kept template ${victim.name} for now: LXD is using it`);
         continue;
       }

@@ -163,16 +163,19 @@ export interface Listed {
 /** A container the driver labelled (so its config is there). */
 export type HostContainer = Listed & { config: Record<string, string> };
 
+/** Runs the client with these arguments: `lxc()` itself, or a wrapper aiming it elsewhere. */
+export type LxcCall = (...args: string[]) => Promise<LxcResult>;
+
 /** The containers whose driver label names runner host `host`. */
-export async function containersOf(host: string): Promise<HostContainer[]> {
-  const list = await lxc("list", "--format", "json");
+export async function containersOf(host: string, call: LxcCall = lxc): Promise<HostContainer[]> {
+  const list = await call("list", "--format", "json");
   return (JSON.parse(list.stdout) as Listed[]).filter((i): i is HostContainer =>
     i.config?.["user.lxd-driver.host"] === host
   );
 }
 
 /** Deletes every container of `host`, including pool refills the driver is still launching. */
-export async function removeHost(host: string): Promise<void> {
+export async function removeHost(host: string, call: LxcCall = lxc): Promise<void> {
   // Launches the driver started for this host, which LXD may not list yet.
   const pendingFile = `${poolStateDir()}/pending.json`;
   const pending = await Deno.readTextFile(pendingFile).then(
@@ -182,9 +185,9 @@ export async function removeHost(host: string): Promise<void> {
   const launching = new Set(Object.keys(pending).filter((name) => pending[name]!.host === host));
   const deadline = Date.now() + 30_000;
   do {
-    for (const i of await containersOf(host)) {
-      await lxc("delete", "--force", i.name);
-      launching.delete(i.name);
+    for (const i of await containersOf(host, call)) {
+      // A delete can fail while the launch is still starting the container: try again.
+      if ((await call("delete", "--force", i.name)).code === 0) launching.delete(i.name);
     }
     if (launching.size > 0) await new Promise((resolve) => setTimeout(resolve, 250));
   } while (launching.size > 0 && Date.now() < deadline);
